@@ -1,0 +1,181 @@
+//! Decoding PNG, JPEG and WebP bytes into an RGB image (the `image` crate), with EXIF
+//! orientation applied and a size limit checked before any pixel is allocated.
+
+use std::io::Cursor;
+
+use image::{DynamicImage, ImageDecoder, ImageFormat, ImageReader, Limits, RgbImage};
+
+use crate::error::{ApiError, ErrorCode};
+
+/// Upper bounds on what a request may make the decoder allocate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DecodeLimits {
+    /// Largest width or height, in pixels.
+    pub max_side: u32,
+    /// Largest width × height.
+    pub max_pixels: u64,
+}
+
+impl Default for DecodeLimits {
+    /// 16 384 px a side and 40 megapixels: any real photograph, not a decompression bomb.
+    fn default() -> Self {
+        Self {
+            max_side: 16_384,
+            max_pixels: 40_000_000,
+        }
+    }
+}
+
+/// Recognise the image format from its first bytes (PNG, JPEG or WebP only).
+pub fn sniff_format(bytes: &[u8]) -> Option<ImageFormat> {
+    match image::guess_format(bytes).ok()? {
+        f @ (ImageFormat::Png | ImageFormat::Jpeg | ImageFormat::WebP) => Some(f),
+        _ => None,
+    }
+}
+
+/// Decode an image to 8-bit RGB (alpha dropped, grey expanded, 16-bit scaled down, as
+/// Pillow's `convert("RGB")` does), with its EXIF orientation applied.
+pub fn decode_rgb(bytes: &[u8], limits: DecodeLimits) -> Result<RgbImage, ApiError> {
+    let format = sniff_format(bytes).ok_or_else(|| {
+        ApiError::new(
+            ErrorCode::UndecodableImage,
+            match image::guess_format(bytes) {
+                Ok(other) => format!("{other:?} images are not supported: send PNG, JPEG or WebP"),
+                Err(_) => "the body is not a PNG, JPEG or WebP image".to_owned(),
+            },
+        )
+    })?;
+    let mut reader = ImageReader::with_format(Cursor::new(bytes), format);
+    let mut decoder_limits = Limits::default();
+    decoder_limits.max_image_width = Some(limits.max_side);
+    decoder_limits.max_image_height = Some(limits.max_side);
+    // Room for the decoded pixels (up to 16-bit RGBA) plus the decoder's own buffers.
+    decoder_limits.max_alloc = Some(limits.max_pixels.saturating_mul(8).saturating_add(64 << 20));
+    reader.limits(decoder_limits);
+    let mut decoder = reader
+        .into_decoder()
+        .map_err(|e| map_image_error(e, limits))?;
+    let (w, h) = decoder.dimensions();
+    check_size(w, h, limits)?;
+    let orientation = decoder
+        .orientation()
+        .unwrap_or(image::metadata::Orientation::NoTransforms);
+    let mut img = DynamicImage::from_decoder(decoder).map_err(|e| map_image_error(e, limits))?;
+    img.apply_orientation(orientation);
+    Ok(match img {
+        DynamicImage::ImageRgb8(rgb) => rgb,
+        other => other.into_rgb8(),
+    })
+}
+
+fn check_size(w: u32, h: u32, limits: DecodeLimits) -> Result<(), ApiError> {
+    if w == 0 || h == 0 {
+        return Err(ApiError::new(
+            ErrorCode::UndecodableImage,
+            format!("the image is empty ({w}x{h})"),
+        ));
+    }
+    if w > limits.max_side || h > limits.max_side || u64::from(w) * u64::from(h) > limits.max_pixels
+    {
+        return Err(ApiError::new(
+            ErrorCode::ImageTooLarge,
+            format!(
+                "the image is {w}x{h} pixels; the limit is {} px a side and {} megapixels",
+                limits.max_side,
+                limits.max_pixels as f64 / 1e6
+            ),
+        ));
+    }
+    Ok(())
+}
+
+fn map_image_error(e: image::ImageError, limits: DecodeLimits) -> ApiError {
+    match e {
+        image::ImageError::Limits(l) => ApiError::new(
+            ErrorCode::ImageTooLarge,
+            format!(
+                "the image exceeds the decoding limits ({} px a side, {} megapixels): {l}",
+                limits.max_side,
+                limits.max_pixels as f64 / 1e6
+            ),
+        ),
+        other => ApiError::new(
+            ErrorCode::UndecodableImage,
+            format!("the image could not be decoded: {other}"),
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use image::{ImageEncoder, Rgb, RgbaImage};
+
+    fn png(img: &RgbImage) -> Vec<u8> {
+        let mut out = Vec::new();
+        image::codecs::png::PngEncoder::new(&mut out)
+            .write_image(
+                img.as_raw(),
+                img.width(),
+                img.height(),
+                image::ExtendedColorType::Rgb8,
+            )
+            .unwrap();
+        out
+    }
+
+    #[test]
+    fn decodes_png_and_jpeg() {
+        let img = RgbImage::from_fn(7, 5, |x, y| Rgb([x as u8 * 30, y as u8 * 40, 200]));
+        let back = decode_rgb(&png(&img), DecodeLimits::default()).unwrap();
+        assert_eq!(back, img);
+
+        let mut jpeg = Vec::new();
+        image::codecs::jpeg::JpegEncoder::new_with_quality(&mut jpeg, 95)
+            .write_image(img.as_raw(), 7, 5, image::ExtendedColorType::Rgb8)
+            .unwrap();
+        let back = decode_rgb(&jpeg, DecodeLimits::default()).unwrap();
+        assert_eq!(back.dimensions(), (7, 5));
+    }
+
+    #[test]
+    fn rgba_loses_alpha() {
+        let img = RgbaImage::from_pixel(2, 2, image::Rgba([10, 20, 30, 0]));
+        let mut out = Vec::new();
+        image::codecs::png::PngEncoder::new(&mut out)
+            .write_image(img.as_raw(), 2, 2, image::ExtendedColorType::Rgba8)
+            .unwrap();
+        let back = decode_rgb(&out, DecodeLimits::default()).unwrap();
+        assert_eq!(back.get_pixel(1, 1), &Rgb([10, 20, 30]));
+    }
+
+    #[test]
+    fn refuses_garbage_truncation_and_other_formats() {
+        let e = decode_rgb(b"hello, I am text", DecodeLimits::default()).unwrap_err();
+        assert_eq!(e.status(), 422);
+        let img = RgbImage::from_pixel(64, 64, Rgb([1, 2, 3]));
+        let full = png(&img);
+        let e = decode_rgb(&full[..full.len() / 2], DecodeLimits::default()).unwrap_err();
+        assert_eq!(e.status(), 422, "{e}");
+        let e = decode_rgb(b"GIF89a\x01\x00\x01\x00", DecodeLimits::default()).unwrap_err();
+        assert_eq!(e.status(), 422);
+        assert!(e.message.contains("Gif"), "{}", e.message);
+    }
+
+    #[test]
+    fn refuses_oversized_images_before_decoding() {
+        let img = RgbImage::from_pixel(300, 200, Rgb([9, 9, 9]));
+        let bytes = png(&img);
+        let small = DecodeLimits {
+            max_side: 250,
+            max_pixels: 1_000_000,
+        };
+        assert_eq!(decode_rgb(&bytes, small).unwrap_err().status(), 413);
+        let few = DecodeLimits {
+            max_side: 1000,
+            max_pixels: 50_000,
+        };
+        assert_eq!(decode_rgb(&bytes, few).unwrap_err().status(), 413);
+    }
+}

@@ -1,0 +1,205 @@
+//! Letterboxing: resize keeping the aspect ratio, centre on a padding colour, and lay the
+//! result out as the model's NCHW `f32` input in `[0, 1]`.
+//!
+//! The resize is Pillow's `BILINEAR`, reproduced exactly by [`crate::resize`].
+
+use image::RgbImage;
+
+use crate::resize::resize_bilinear;
+
+/// Where the resized image sits inside the model input, and how to map back.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Letterbox {
+    /// Original image width.
+    pub src_width: u32,
+    /// Original image height.
+    pub src_height: u32,
+    /// Scale from original to model pixels (same on both axes).
+    pub scale: f64,
+    /// Resized image width inside the input.
+    pub width: u32,
+    /// Resized image height inside the input.
+    pub height: u32,
+    /// Left padding in model pixels.
+    pub left: u32,
+    /// Top padding in model pixels.
+    pub top: u32,
+}
+
+impl Letterbox {
+    /// The geometry of fitting `src` into `dst`: scale `min(dw/sw, dh/sh)`, sizes rounded
+    /// half up, padding split evenly with the odd pixel on the right / bottom.
+    pub fn fit(src_width: u32, src_height: u32, dst_width: u32, dst_height: u32) -> Self {
+        let scale = f64::min(
+            f64::from(dst_width) / f64::from(src_width),
+            f64::from(dst_height) / f64::from(src_height),
+        );
+        let round = |v: u32, max: u32| ((f64::from(v) * scale + 0.5).floor() as u32).clamp(1, max);
+        let width = round(src_width, dst_width);
+        let height = round(src_height, dst_height);
+        Self {
+            src_width,
+            src_height,
+            scale,
+            width,
+            height,
+            left: (dst_width - width) / 2,
+            top: (dst_height - height) / 2,
+        }
+    }
+
+    /// Map a box `[x1, y1, x2, y2]` in model pixels back to original pixels, clipped to the image.
+    pub fn to_original(&self, b: [f32; 4]) -> [f32; 4] {
+        let (sx, sy) = (self.src_width as f32, self.src_height as f32);
+        let (l, t, s) = (self.left as f32, self.top as f32, self.scale as f32);
+        [
+            ((b[0] - l) / s).clamp(0.0, sx),
+            ((b[1] - t) / s).clamp(0.0, sy),
+            ((b[2] - l) / s).clamp(0.0, sx),
+            ((b[3] - t) / s).clamp(0.0, sy),
+        ]
+    }
+}
+
+/// Letterbox `img` into a `width` × `height` NCHW RGB tensor with values `/255`, padded with
+/// `color`. Returns the tensor (`3 * height * width` values) and its geometry.
+pub fn letterbox(img: &RgbImage, width: u32, height: u32, color: [u8; 3]) -> (Vec<f32>, Letterbox) {
+    let lb = Letterbox::fit(img.width(), img.height(), width, height);
+    let resized = resize_bilinear(img, lb.width, lb.height);
+    let plane = (width * height) as usize;
+    let mut tensor = vec![0f32; 3 * plane];
+    for (c, chunk) in tensor.chunks_exact_mut(plane).enumerate() {
+        chunk.fill(f32::from(color[c]) / 255.0);
+    }
+    let (w, rw) = (width as usize, lb.width as usize);
+    let (left, top) = (lb.left as usize, lb.top as usize);
+    let (r_plane, rest) = tensor.split_at_mut(plane);
+    let (g_plane, b_plane) = rest.split_at_mut(plane);
+    for (y, row) in resized.as_raw().chunks_exact(rw * 3).enumerate() {
+        let start = (top + y) * w + left;
+        let (r, g, b) = (
+            &mut r_plane[start..start + rw],
+            &mut g_plane[start..start + rw],
+            &mut b_plane[start..start + rw],
+        );
+        for (x, px) in row.chunks_exact(3).enumerate() {
+            r[x] = f32::from(px[0]) / 255.0;
+            g[x] = f32::from(px[1]) / 255.0;
+            b[x] = f32::from(px[2]) / 255.0;
+        }
+    }
+    (tensor, lb)
+}
+
+/// Little-endian bytes of an `f32` slice (the wasi-nn tensor data format).
+pub fn f32_to_le_bytes(values: &[f32]) -> Vec<u8> {
+    values.iter().flat_map(|v| v.to_le_bytes()).collect()
+}
+
+/// `f32` values from little-endian bytes (trailing bytes that do not fill an `f32` are ignored).
+pub fn f32_from_le_bytes(bytes: &[u8]) -> Vec<f32> {
+    bytes
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use image::Rgb;
+
+    fn pattern() -> RgbImage {
+        RgbImage::from_fn(37, 23, |x, y| {
+            Rgb([
+                ((x * 7 + y * 3) % 256) as u8,
+                ((x * x + y * 11) % 256) as u8,
+                ((x * y * 5 + 17) % 256) as u8,
+            ])
+        })
+    }
+
+    fn assert_close_to_pillow(w: u32, h: u32, expected: &[u8]) {
+        let ours = resize_bilinear(&pattern(), w, h);
+        assert_eq!(ours.as_raw().len(), expected.len());
+        let differing = ours
+            .as_raw()
+            .iter()
+            .zip(expected)
+            .filter(|(a, b)| a != b)
+            .count();
+        assert_eq!(
+            differing, 0,
+            "{w}x{h}: {differing} values differ from Pillow"
+        );
+    }
+
+    #[test]
+    fn shrinking_matches_pillow_antialiased_bilinear() {
+        assert_close_to_pillow(
+            16,
+            10,
+            include_bytes!("../testdata/pillow-bilinear-37x23-to-16x10.rgb"),
+        );
+    }
+
+    #[test]
+    fn enlarging_matches_pillow_bilinear() {
+        assert_close_to_pillow(
+            50,
+            31,
+            include_bytes!("../testdata/pillow-bilinear-37x23-to-50x31.rgb"),
+        );
+    }
+
+    #[test]
+    fn geometry_of_a_wide_image() {
+        // coffee.png: 600x400 into 416x416
+        let lb = Letterbox::fit(600, 400, 416, 416);
+        assert_eq!((lb.width, lb.height, lb.left, lb.top), (416, 277, 0, 69));
+        assert!((lb.scale - 416.0 / 600.0).abs() < 1e-12);
+    }
+
+    #[test]
+    fn geometry_of_a_tall_and_a_tiny_image() {
+        let lb = Letterbox::fit(810, 1080, 416, 416);
+        assert_eq!((lb.width, lb.height, lb.left, lb.top), (312, 416, 52, 0));
+        let lb = Letterbox::fit(1, 1000, 416, 416);
+        assert_eq!((lb.width, lb.height), (1, 416));
+        let lb = Letterbox::fit(416, 416, 416, 416);
+        assert_eq!((lb.width, lb.height, lb.left, lb.top), (416, 416, 0, 0));
+    }
+
+    #[test]
+    fn boxes_map_back_and_clip() {
+        let lb = Letterbox::fit(600, 400, 416, 416);
+        let s = 416.0 / 600.0;
+        let b = lb.to_original([10.0, 69.0 + 10.0, 10.0 + 100.0 * s as f32, 400.0]);
+        assert!((b[0] - 10.0 / s as f32).abs() < 1e-3);
+        assert!((b[1] - 10.0 / s as f32).abs() < 1e-3);
+        assert!((b[2] - (10.0 / s as f32 + 100.0)).abs() < 1e-2);
+        assert_eq!(b[3], 400.0, "clipped to the image height");
+        let b = lb.to_original([-50.0, -50.0, 1000.0, 1000.0]);
+        assert_eq!(b, [0.0, 0.0, 600.0, 400.0]);
+    }
+
+    #[test]
+    fn tensor_layout_and_padding() {
+        let img = RgbImage::from_pixel(4, 2, Rgb([255, 0, 51]));
+        let (t, lb) = letterbox(&img, 4, 4, [114, 114, 114]);
+        assert_eq!((lb.top, lb.height), (1, 2));
+        assert_eq!(t.len(), 3 * 16);
+        let at = |c: usize, y: usize, x: usize| t[c * 16 + y * 4 + x];
+        assert_eq!(at(0, 0, 0), 114.0 / 255.0, "padding row");
+        assert_eq!(at(0, 1, 0), 1.0);
+        assert_eq!(at(1, 1, 3), 0.0);
+        assert_eq!(at(2, 2, 2), 0.2);
+        assert_eq!(at(2, 3, 1), 114.0 / 255.0, "padding row");
+    }
+
+    #[test]
+    fn le_bytes_round_trip() {
+        let v = [0.5f32, -1.25, 3.0e-7];
+        assert_eq!(f32_from_le_bytes(&f32_to_le_bytes(&v)), v);
+    }
+}
