@@ -1,0 +1,162 @@
+//! The Wasmtime engine (pooling allocator, fuel), the linker, and loading the component
+//! through an on-disk cache of compiled code.
+
+use std::hash::{DefaultHasher, Hash, Hasher};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use sha2::{Digest, Sha256};
+use wasmtime::component::{Component, Linker};
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
+
+use crate::state::InvocationState;
+
+/// Engine settings.
+#[derive(Debug, Clone)]
+pub struct EngineOptions {
+    /// Instances that may be alive at once (pooling allocator slots).
+    pub max_instances: u32,
+    /// Largest linear memory of one instance, in bytes.
+    pub max_memory_bytes: usize,
+    /// Count guest instructions as fuel.
+    pub fuel: bool,
+}
+
+impl Default for EngineOptions {
+    fn default() -> Self {
+        Self {
+            max_instances: 64,
+            max_memory_bytes: 1 << 30,
+            fuel: true,
+        }
+    }
+}
+
+/// Build the engine: component model, async host calls, fuel, pooling allocator.
+pub fn build_engine(options: &EngineOptions) -> anyhow::Result<Engine> {
+    let mut config = Config::new();
+    config.wasm_component_model(true);
+    config.consume_fuel(options.fuel);
+    let mut pool = PoolingAllocationConfig::default();
+    let n = options.max_instances;
+    // A Rust wasip2 component instantiates a few core modules (the program and adapter shims).
+    pool.total_component_instances(n)
+        .total_core_instances(n * 8)
+        .total_memories(n * 2)
+        .total_tables(n * 8)
+        .max_memory_size(options.max_memory_bytes);
+    config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+    Engine::new(&config)
+        .map_err(|e| anyhow::Error::from(e).context("cannot create the Wasmtime engine"))
+}
+
+/// A linker with WASI 0.2, wasi-http 0.2 and our wasi-nn.
+pub fn build_linker(engine: &Engine) -> anyhow::Result<Linker<InvocationState>> {
+    let mut linker = Linker::new(engine);
+    wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
+    wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
+    crate::nn::add_to_linker(&mut linker, InvocationState::nn)?;
+    Ok(linker)
+}
+
+/// How the component was obtained.
+#[derive(Debug, Clone)]
+pub struct LoadedComponent {
+    /// The component.
+    pub component: Component,
+    /// Whether it came from the compiled-code cache.
+    pub cached: bool,
+    /// Time to compile or deserialize it.
+    pub took: Duration,
+}
+
+/// The default cache directory: `$XDG_CACHE_HOME/yolo-edge` or `~/.cache/yolo-edge`.
+pub fn default_cache_dir() -> Option<PathBuf> {
+    std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+        .map(|d| d.join("yolo-edge"))
+}
+
+/// Load a component, reusing compiled code from `cache_dir` when the same bytes were
+/// compiled before by a compatible engine.
+pub fn load_component(
+    engine: &Engine,
+    path: &Path,
+    cache_dir: Option<&Path>,
+) -> anyhow::Result<LoadedComponent> {
+    let started = Instant::now();
+    let wasm = std::fs::read(path).with_context(|| {
+        format!(
+            "cannot read the component {} (build it with `cargo xtask run`, or pass --component)",
+            path.display()
+        )
+    })?;
+    let Some(dir) = cache_dir else {
+        let component = Component::new(engine, &wasm).map_err(compile_error)?;
+        return Ok(LoadedComponent {
+            component,
+            cached: false,
+            took: started.elapsed(),
+        });
+    };
+    let mut engine_hash = DefaultHasher::new();
+    engine
+        .precompile_compatibility_hash()
+        .hash(&mut engine_hash);
+    let key = format!(
+        "{:x}-{:016x}.cwasm",
+        Sha256::digest(&wasm),
+        engine_hash.finish()
+    );
+    let cached_path = dir.join(key);
+    if cached_path.is_file() {
+        match deserialize(engine, &cached_path) {
+            Ok(component) => {
+                return Ok(LoadedComponent {
+                    component,
+                    cached: true,
+                    took: started.elapsed(),
+                });
+            }
+            Err(e) => {
+                tracing::warn!(path = %cached_path.display(), error = %e, "ignoring an unusable compiled-code cache entry")
+            }
+        }
+    }
+    let compiled = engine.precompile_component(&wasm).map_err(compile_error)?;
+    let component = deserialize_bytes(engine, &compiled)?;
+    if let Err(e) = write_atomically(dir, &cached_path, &compiled) {
+        tracing::warn!(dir = %dir.display(), error = %e, "cannot write the compiled-code cache");
+    }
+    Ok(LoadedComponent {
+        component,
+        cached: false,
+        took: started.elapsed(),
+    })
+}
+
+// SAFETY (both functions): the bytes were produced by `Engine::precompile_component` of an
+// engine with the same compatibility hash (it is part of the cache key), and the cache
+// directory belongs to the user running the host.
+#[allow(unsafe_code)]
+fn deserialize(engine: &Engine, path: &Path) -> anyhow::Result<Component> {
+    Ok(unsafe { Component::deserialize_file(engine, path) }?)
+}
+
+#[allow(unsafe_code)]
+fn deserialize_bytes(engine: &Engine, bytes: &[u8]) -> anyhow::Result<Component> {
+    Ok(unsafe { Component::deserialize(engine, bytes) }?)
+}
+
+fn compile_error(e: wasmtime::Error) -> anyhow::Error {
+    anyhow::Error::from(e).context("cannot compile the component")
+}
+
+fn write_atomically(dir: &Path, path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+    std::fs::write(&tmp, bytes)?;
+    std::fs::rename(&tmp, path)
+}

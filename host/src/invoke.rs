@@ -1,0 +1,231 @@
+//! One invocation: a fresh instance of the component handles one HTTP request, and the
+//! host measures what it consumed.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use tokio::sync::oneshot;
+use wasmtime::Store;
+use wasmtime::component::Component;
+use wasmtime_wasi_http::WasiHttpView;
+use wasmtime_wasi_http::p2::bindings::ProxyPre;
+use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
+
+use crate::metering::Usage;
+use crate::nn::registry::GraphRegistry;
+use crate::state::InvocationState;
+
+/// The response header through which the function reports decoded pixels (stripped
+/// before the client sees the response, so a client cannot forge it).
+pub const GUEST_PIXELS_HEADER: &str = "x-yolo-edge-pixels";
+
+/// Settings of every invocation.
+#[derive(Debug, Clone)]
+pub struct InvokerOptions {
+    /// Host directory pre-opened read-only at `/models`.
+    pub models_dir: PathBuf,
+    /// The guest's environment.
+    pub env: Vec<(String, String)>,
+    /// Fuel available to one invocation.
+    pub fuel_budget: u64,
+    /// Whether fuel is metered at all (the engine must agree).
+    pub fuel: bool,
+    /// Largest linear memory of one instance, bytes.
+    pub max_memory_bytes: usize,
+}
+
+/// A response the function produced, fully read.
+#[derive(Debug)]
+pub struct GuestResponse {
+    /// Status, headers.
+    pub parts: http::response::Parts,
+    /// The body.
+    pub body: Bytes,
+}
+
+/// How the invocation ended.
+#[derive(Debug)]
+pub enum Outcome {
+    /// The function answered.
+    Answered(GuestResponse),
+    /// The function failed (trap, panic, no answer); the message says why.
+    Failed(String),
+}
+
+/// The result of one invocation.
+#[derive(Debug)]
+pub struct Invocation {
+    /// The answer or the failure.
+    pub outcome: Outcome,
+    /// What it consumed.
+    pub usage: Usage,
+}
+
+/// Instantiates the component per request.
+pub struct Invoker {
+    pre: ProxyPre<InvocationState>,
+    registry: Arc<GraphRegistry>,
+    options: InvokerOptions,
+}
+
+impl Invoker {
+    /// Pre-instantiate `component` with `linker` once; every request then gets a fresh instance.
+    pub fn new(
+        linker: &wasmtime::component::Linker<InvocationState>,
+        component: &Component,
+        registry: Arc<GraphRegistry>,
+        options: InvokerOptions,
+    ) -> anyhow::Result<Self> {
+        let pre = ProxyPre::new(linker.instantiate_pre(component)?)?;
+        Ok(Self {
+            pre,
+            registry,
+            options,
+        })
+    }
+
+    /// The graphs this invoker serves.
+    pub fn registry(&self) -> &GraphRegistry {
+        &self.registry
+    }
+
+    /// Run the function on `request`.
+    pub async fn invoke(&self, request: http::Request<Full<Bytes>>) -> Invocation {
+        let started = Instant::now();
+        match self.run(request, started).await {
+            Ok(done) => done,
+            Err(e) => Invocation {
+                outcome: Outcome::Failed(format!("{e:#}")),
+                usage: Usage {
+                    wall: started.elapsed(),
+                    ..Usage::default()
+                },
+            },
+        }
+    }
+
+    async fn run(
+        &self,
+        request: http::Request<Full<Bytes>>,
+        started: Instant,
+    ) -> anyhow::Result<Invocation> {
+        let o = &self.options;
+        let state = InvocationState::new(
+            &o.models_dir,
+            &o.env,
+            self.registry.clone(),
+            o.max_memory_bytes,
+        )?;
+        let mut store = Store::new(self.pre.engine(), state);
+        store.limiter(|s| &mut s.memory);
+        if o.fuel {
+            store.set_fuel(o.fuel_budget)?;
+        }
+        let (sender, receiver) = oneshot::channel();
+        let req = store
+            .data_mut()
+            .http()
+            .new_incoming_request(Scheme::Http, request)?;
+        let out = store.data_mut().http().new_response_outparam(sender)?;
+        let pre = self.pre.clone();
+        let mut guest = tokio::spawn(async move {
+            let result = async {
+                let proxy = pre.instantiate_async(&mut store).await?;
+                proxy
+                    .wasi_http_incoming_handler()
+                    .call_handle(&mut store, req, out)
+                    .await
+            }
+            .await;
+            (store, result)
+        });
+
+        // Read the response while the guest writes it. If the guest finishes (or traps)
+        // first, its store is dropped, which closes the response channels.
+        let response = async {
+            let resp = receiver
+                .await
+                .map_err(|_| "the function returned without setting a response".to_owned())?
+                .map_err(|code| format!("the function answered with an error: {code:?}"))?;
+            let (parts, body) = resp.into_parts();
+            let body = body
+                .collect()
+                .await
+                .map_err(|e| format!("the function's response body failed: {e}"))?
+                .to_bytes();
+            Ok::<_, String>(GuestResponse { parts, body })
+        };
+        tokio::pin!(response);
+        let (finished, response) = tokio::select! {
+            r = &mut response => (guest.await, r),
+            g = &mut guest => {
+                // Measure before the store goes, then let the channels close.
+                let finished = g.map(|(store, result)| {
+                    let usage = self.usage(&store, started);
+                    drop(store);
+                    (usage, result)
+                });
+                let r = response.await;
+                return Ok(self.finish(finished.map_err(|e| e.to_string()), r));
+            }
+        };
+        let finished = finished
+            .map(|(store, result)| (self.usage(&store, started), result))
+            .map_err(|e| e.to_string());
+        Ok(self.finish(finished, response))
+    }
+
+    fn usage(&self, store: &Store<InvocationState>, started: Instant) -> Usage {
+        let nn = store.data().nn_meter();
+        let fuel = if self.options.fuel {
+            self.options
+                .fuel_budget
+                .saturating_sub(store.get_fuel().unwrap_or(0))
+        } else {
+            0
+        };
+        Usage {
+            fuel,
+            wall: started.elapsed(),
+            inference: nn.inference,
+            inference_queued: nn.queued,
+            computes: nn.computes,
+            peak_memory: store.data().memory.peak() as u64,
+            pixels: 0,
+        }
+    }
+
+    fn finish(
+        &self,
+        finished: Result<(Usage, wasmtime::Result<()>), String>,
+        response: Result<GuestResponse, String>,
+    ) -> Invocation {
+        let (mut usage, guest_result) = match finished {
+            Ok((usage, result)) => (usage, result.map_err(|e| format!("{e:?}"))),
+            Err(join_error) => (
+                Usage::default(),
+                Err(format!("the invocation task failed: {join_error}")),
+            ),
+        };
+        let outcome = match (response, guest_result) {
+            (Ok(mut resp), Ok(())) => {
+                usage.pixels = resp
+                    .parts
+                    .headers
+                    .remove(GUEST_PIXELS_HEADER)
+                    .and_then(|v| v.to_str().ok()?.parse().ok())
+                    .unwrap_or(0);
+                Outcome::Answered(resp)
+            }
+            (Ok(_), Err(trap)) => {
+                Outcome::Failed(format!("the function failed after answering: {trap}"))
+            }
+            (Err(missing), Ok(())) => Outcome::Failed(missing),
+            (Err(_), Err(trap)) => Outcome::Failed(trap),
+        };
+        Invocation { outcome, usage }
+    }
+}

@@ -1,0 +1,88 @@
+//! What a wasi-nn backend provides: graphs that compute named tensors.
+
+use std::time::Duration;
+
+use super::{ErrorCode, TensorType};
+
+/// A tensor as wasi-nn passes it: dimensions, element type and little-endian bytes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Tensor {
+    /// Dimensions.
+    pub dims: Vec<u32>,
+    /// Element type.
+    pub ty: TensorType,
+    /// Raw little-endian data, `product(dims) * size_of(ty)` bytes.
+    pub data: Vec<u8>,
+}
+
+impl Tensor {
+    /// Size in bytes of one element of `ty`.
+    pub fn element_size(ty: TensorType) -> usize {
+        match ty {
+            TensorType::U8 => 1,
+            TensorType::Fp16 | TensorType::Bf16 => 2,
+            TensorType::Fp32 | TensorType::I32 => 4,
+            TensorType::Fp64 | TensorType::I64 => 8,
+        }
+    }
+
+    /// Check that the data length matches the dimensions and type.
+    pub fn validate(&self) -> Result<(), BackendError> {
+        let count = self
+            .dims
+            .iter()
+            .try_fold(1usize, |acc, &d| acc.checked_mul(d as usize));
+        let expected = count.and_then(|c| c.checked_mul(Self::element_size(self.ty)));
+        if expected != Some(self.data.len()) {
+            return Err(BackendError::new(
+                ErrorCode::InvalidArgument,
+                format!(
+                    "tensor of dimensions {:?} and type {:?} needs {} bytes, got {}",
+                    self.dims,
+                    self.ty,
+                    expected.map_or("too many".to_owned(), |e| e.to_string()),
+                    self.data.len()
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// A backend failure, with the wasi-nn error code it maps to.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{message}")]
+pub struct BackendError {
+    /// The wasi-nn error code.
+    pub code: ErrorCode,
+    /// The backend's own message.
+    pub message: String,
+}
+
+impl BackendError {
+    /// Make an error.
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+/// The outputs of one `compute`, and what it cost.
+#[derive(Debug)]
+pub struct Computed {
+    /// Named output tensors, in the model's output order.
+    pub outputs: Vec<(String, Tensor)>,
+    /// Time spent inside the backend.
+    pub inference: Duration,
+    /// Time spent waiting for a free session.
+    pub queued: Duration,
+}
+
+/// A loaded graph. Implementations are shared by every store and must allow concurrent
+/// `compute` calls (each blocks its calling thread; the host runs them on the blocking pool).
+pub trait Graph: Send + Sync {
+    /// Run the graph on named inputs.
+    fn compute(&self, inputs: Vec<(String, Tensor)>) -> Result<Computed, BackendError>;
+}

@@ -1,0 +1,149 @@
+//! The data of one store (one invocation): WASI, wasi-http, wasi-nn, and the memory meter.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use wasmtime::component::ResourceTable;
+use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxView, WasiView};
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView};
+
+use crate::nn::registry::GraphRegistry;
+use crate::nn::{NnCtx, NnView};
+
+/// Where the models directory appears inside the guest.
+pub const GUEST_MODELS_DIR: &str = "/models";
+
+/// Caps and records linear memory and table growth of one store.
+#[derive(Debug, Clone)]
+pub struct MemoryMeter {
+    cap: usize,
+    peak: usize,
+}
+
+impl MemoryMeter {
+    /// A meter that refuses growth beyond `cap` bytes per linear memory.
+    pub fn new(cap: usize) -> Self {
+        Self { cap, peak: 0 }
+    }
+
+    /// The largest size any linear memory of the store reached, in bytes.
+    pub fn peak(&self) -> usize {
+        self.peak
+    }
+}
+
+impl wasmtime::ResourceLimiter for MemoryMeter {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        let allowed = desired <= self.cap && maximum.is_none_or(|m| desired <= m);
+        if allowed {
+            self.peak = self.peak.max(desired);
+        }
+        Ok(allowed)
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        Ok(desired <= 1_000_000 && maximum.is_none_or(|m| desired <= m))
+    }
+}
+
+/// wasi-http hooks that refuse every outgoing request: the function needs no network.
+#[derive(Debug, Default)]
+pub struct NoOutgoingHttp;
+
+type WasiBody = wasmtime_wasi_http::WasiBody;
+type BoxedFuture<T> = Box<dyn Future<Output = T> + Send>;
+
+impl WasiHttpHooks for NoOutgoingHttp {
+    fn send_request(
+        &mut self,
+        _request: http::Request<WasiBody>,
+        _options: Option<wasmtime_wasi_http::RequestOptions>,
+        _fut: BoxedFuture<Result<(), wasmtime_wasi_http::Error>>,
+    ) -> BoxedFuture<
+        wasmtime_wasi_http::Result<(
+            http::Response<WasiBody>,
+            BoxedFuture<Result<(), wasmtime_wasi_http::Error>>,
+        )>,
+    > {
+        Box::new(async { Err(wasmtime_wasi_http::Error::HttpRequestDenied) })
+    }
+}
+
+/// Everything one invocation's store holds.
+pub struct InvocationState {
+    table: ResourceTable,
+    wasi: WasiCtx,
+    http: WasiHttpCtx,
+    hooks: NoOutgoingHttp,
+    nn: NnCtx,
+    /// The store's memory meter (also its `ResourceLimiter`).
+    pub memory: MemoryMeter,
+}
+
+impl InvocationState {
+    /// Fresh state: the models directory pre-opened read-only at [`GUEST_MODELS_DIR`],
+    /// `env` as the guest's environment, stderr inherited (guest panics reach the log).
+    pub fn new(
+        models_dir: &Path,
+        env: &[(String, String)],
+        registry: Arc<GraphRegistry>,
+        memory_cap: usize,
+    ) -> anyhow::Result<Self> {
+        let mut wasi = WasiCtx::builder();
+        wasi.inherit_stderr().envs(env).preopened_dir(
+            models_dir,
+            GUEST_MODELS_DIR,
+            FsPerms::ReadOnly,
+        )?;
+        Ok(Self {
+            table: ResourceTable::new(),
+            wasi: wasi.build(),
+            http: WasiHttpCtx::new(),
+            hooks: NoOutgoingHttp,
+            nn: NnCtx::new(registry),
+            memory: MemoryMeter::new(memory_cap),
+        })
+    }
+
+    /// The wasi-nn view (for [`crate::nn::add_to_linker`]).
+    pub fn nn(&mut self) -> NnView<'_> {
+        NnView {
+            ctx: &mut self.nn,
+            table: &mut self.table,
+        }
+    }
+
+    /// What inference cost this store.
+    pub fn nn_meter(&self) -> crate::nn::NnMeter {
+        self.nn.meter()
+    }
+}
+
+impl WasiView for InvocationState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+impl WasiHttpView for InvocationState {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        WasiHttpCtxView {
+            ctx: &mut self.http,
+            table: &mut self.table,
+            hooks: &mut self.hooks,
+        }
+    }
+}
