@@ -35,14 +35,14 @@ pub fn candidates(
     let (attrs, boxes) = match (layout, dims) {
         (OutputLayout::Yolov5, &[n, a]) => (a, n),
         (OutputLayout::Yolov8, &[a, n]) => (a, n),
-        _ => return Err(shape_error(layout, &dims, num_classes)),
+        _ => return Err(shape_error(layout, dims, num_classes)),
     };
     let expected_attrs = match layout {
         OutputLayout::Yolov5 => 5 + num_classes,
         OutputLayout::Yolov8 => 4 + num_classes,
     };
     if attrs != expected_attrs || data.len() != attrs * boxes {
-        return Err(shape_error(layout, &dims, num_classes));
+        return Err(shape_error(layout, dims, num_classes));
     }
     // Element `k` of box `i`.
     let at = |i: usize, k: usize| match layout {
@@ -62,7 +62,7 @@ pub fn candidates(
             OutputLayout::Yolov5 => {
                 let obj = at(i, 4);
                 // obj * class <= obj: a box whose objectness is not above the threshold cannot pass.
-                if !(obj > options.conf) {
+                if !above(obj, options.conf) {
                     continue;
                 }
                 obj
@@ -78,7 +78,7 @@ pub fn candidates(
             }
         }
         let score = objectness * best_score;
-        if !(score > options.conf) || !wanted(best) {
+        if !above(score, options.conf) || !wanted(best) {
             continue;
         }
         let (cx, cy, w, h) = (at(i, 0), at(i, 1), at(i, 2), at(i, 3));
@@ -89,6 +89,11 @@ pub fn candidates(
         });
     }
     Ok(out)
+}
+
+/// `value > threshold`, false for NaN (a NaN score never passes).
+fn above(value: f32, threshold: f32) -> bool {
+    value.partial_cmp(&threshold) == Some(std::cmp::Ordering::Greater)
 }
 
 fn shape_error(layout: OutputLayout, dims: &[usize], num_classes: usize) -> ApiError {

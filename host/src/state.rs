@@ -147,3 +147,26 @@ impl WasiHttpView for InvocationState {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use wasmtime::ResourceLimiter;
+
+    #[test]
+    fn memory_meter_caps_and_records_the_peak() {
+        let mut m = MemoryMeter::new(1 << 20);
+        assert!(m.memory_growing(0, 64 << 10, None).unwrap());
+        assert!(m.memory_growing(64 << 10, 512 << 10, None).unwrap());
+        assert!(
+            !m.memory_growing(512 << 10, 2 << 20, None).unwrap(),
+            "over the cap"
+        );
+        assert!(
+            !m.memory_growing(512 << 10, 768 << 10, Some(600 << 10))
+                .unwrap(),
+            "over the module's maximum"
+        );
+        assert_eq!(m.peak(), 512 << 10, "refused growth is not counted");
+    }
+}

@@ -1,1 +1,456 @@
-//! stub
+//! Harness for the end-to-end tests: start the real `yolo-edge` host (the release binary
+//! `cargo xtask` built) with the real component and model, talk HTTP to it, and compute
+//! independent reference answers with `tests/reference/reference.py` (Pillow + the
+//! `onnxruntime` Python package) in the set-up venv.
+#![deny(missing_docs)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::{Mutex, OnceLock};
+use std::time::Duration;
+
+use anyhow::{Context as _, bail};
+use base64::Engine as _;
+use serde_json::Value;
+
+/// The repository root.
+pub fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ is in the repository")
+        .to_owned()
+}
+
+fn env_path(var: &str, default: &str) -> PathBuf {
+    std::env::var_os(var)
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo().join(default))
+}
+
+/// The host binary (`YOLO_EDGE_BIN`, default `target/release/yolo-edge`).
+pub fn host_binary() -> PathBuf {
+    env_path("YOLO_EDGE_BIN", "target/release/yolo-edge")
+}
+
+/// The function component (`YOLO_EDGE_COMPONENT`).
+pub fn component() -> PathBuf {
+    env_path(
+        "YOLO_EDGE_COMPONENT",
+        "target/wasm32-wasip2/wasm/yolo_edge_function.wasm",
+    )
+}
+
+/// The models directory set-up produced.
+pub fn models() -> PathBuf {
+    repo().join("models")
+}
+
+/// A test photograph from `tests/data/`.
+pub fn photo(name: &str) -> PathBuf {
+    repo().join("tests/data").join(name)
+}
+
+/// The bytes of a test photograph.
+pub fn photo_bytes(name: &str) -> Vec<u8> {
+    let path = photo(name);
+    std::fs::read(&path).unwrap_or_else(|e| {
+        panic!(
+            "{}: {e} (run `cargo xtask test`, which fetches it)",
+            path.display()
+        )
+    })
+}
+
+/// A running host process. It stops when this is dropped, or when the test process exits
+/// (its standard input closes).
+pub struct Host {
+    child: Child,
+    _stdin: ChildStdin,
+    /// Where it listens.
+    pub addr: SocketAddr,
+    agent: ureq::Agent,
+    stderr: std::sync::Arc<Mutex<String>>,
+}
+
+impl Host {
+    /// Start `yolo-edge serve` on a free port with the real component and models, plus `extra` flags.
+    pub fn start(extra: &[&str]) -> anyhow::Result<Self> {
+        Self::start_with_models(&models(), extra)
+    }
+
+    /// Like [`Host::start`] with another models directory.
+    pub fn start_with_models(models: &Path, extra: &[&str]) -> anyhow::Result<Self> {
+        let bin = host_binary();
+        if !bin.is_file() {
+            bail!(
+                "{} is missing: run the tests with `cargo xtask test`",
+                bin.display()
+            );
+        }
+        let mut child = Command::new(&bin)
+            .arg("serve")
+            .args([
+                "--listen",
+                "127.0.0.1:0",
+                "--exit-on-stdin-eof",
+                "--log-format",
+                "json",
+            ])
+            .arg("--component")
+            .arg(component())
+            .arg("--models")
+            .arg(models)
+            .args(extra)
+            .current_dir(repo())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .with_context(|| format!("cannot start {}", bin.display()))?;
+        let stdin = child.stdin.take().context("stdin")?;
+        let stderr_log = std::sync::Arc::new(Mutex::new(String::new()));
+        let mut stderr = BufReader::new(child.stderr.take().context("stderr")?);
+        let sink = stderr_log.clone();
+        std::thread::spawn(move || {
+            let mut line = String::new();
+            while stderr.read_line(&mut line).is_ok_and(|n| n > 0) {
+                sink.lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .push_str(&line);
+                line.clear();
+            }
+        });
+        let mut stdout = BufReader::new(child.stdout.take().context("stdout")?);
+        let mut line = String::new();
+        stdout.read_line(&mut line)?;
+        let Some(url) = line.trim().strip_prefix("yolo-edge listening on http://") else {
+            let _ = child.wait();
+            std::thread::sleep(Duration::from_millis(100));
+            bail!(
+                "the host did not start (stdout {line:?}); its log:\n{}",
+                stderr_log.lock().unwrap_or_else(|p| p.into_inner())
+            );
+        };
+        let addr: SocketAddr = url.parse()?;
+        std::thread::spawn(move || {
+            let mut rest = String::new();
+            let _ = stdout.read_to_string(&mut rest);
+        });
+        let agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(Duration::from_secs(120)))
+            .build()
+            .into();
+        Ok(Self {
+            child,
+            _stdin: stdin,
+            addr,
+            agent,
+            stderr: stderr_log,
+        })
+    }
+
+    /// One host shared by the tests of a test binary (default settings).
+    pub fn shared() -> &'static Host {
+        static HOST: OnceLock<Host> = OnceLock::new();
+        HOST.get_or_init(|| Host::start(&[]).expect("start the shared host"))
+    }
+
+    /// `http://addr` + `path`.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// What the host logged so far.
+    pub fn log(&self) -> String {
+        self.stderr
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Whether the process is still running.
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// `POST path` with a body and a content type (none when `None`).
+    pub fn post(&self, path: &str, content_type: Option<&str>, body: &[u8]) -> Reply {
+        let mut req = self.agent.post(self.url(path));
+        if let Some(ct) = content_type {
+            req = req.header("content-type", ct);
+        }
+        Reply::from(req.send(body).expect("POST"))
+    }
+
+    /// `POST /detect` with raw image bytes and query options.
+    pub fn detect_raw(&self, content_type: &str, image: &[u8], query: &str) -> Reply {
+        let path = if query.is_empty() {
+            "/detect".to_owned()
+        } else {
+            format!("/detect?{query}")
+        };
+        self.post(&path, Some(content_type), image)
+    }
+
+    /// `POST /detect` with JSON `{"image": base64, ...options}`.
+    pub fn detect_json(&self, image: &[u8], options: Value) -> Reply {
+        let mut body = options;
+        body["image"] = Value::String(base64::engine::general_purpose::STANDARD.encode(image));
+        self.post(
+            "/detect",
+            Some("application/json"),
+            body.to_string().as_bytes(),
+        )
+    }
+
+    /// A request with any method and no body.
+    pub fn call(&self, method: &str, path: &str) -> Reply {
+        let url = self.url(path);
+        let resp = match method {
+            "GET" => self.agent.get(&url).call(),
+            "DELETE" => self.agent.delete(&url).call(),
+            "PUT" => self.agent.put(&url).send(&[][..]),
+            "PATCH" => self.agent.patch(&url).send(&[][..]),
+            "POST" => self.agent.post(&url).send(&[][..]),
+            other => panic!("unsupported method {other}"),
+        };
+        Reply::from(resp.expect(method))
+    }
+
+    /// Send raw bytes on a new connection and return the raw response (up to the
+    /// connection's end or `timeout`). For what a well-behaved client would not send.
+    pub fn raw(&self, request: &[u8], timeout: Duration) -> String {
+        let mut stream = TcpStream::connect(self.addr).expect("connect");
+        stream.set_read_timeout(Some(timeout)).expect("timeout");
+        // The host may answer and close before reading everything: a write error is fine.
+        let _ = stream.write_all(request);
+        let mut out = Vec::new();
+        let _ = stream.read_to_end(&mut out);
+        String::from_utf8_lossy(&out).into_owned()
+    }
+
+    /// `GET /healthz` answers 200.
+    pub fn healthy(&self) -> bool {
+        self.call("GET", "/healthz").status == 200
+    }
+}
+
+impl Drop for Host {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// An HTTP answer.
+#[derive(Debug)]
+pub struct Reply {
+    /// Status code.
+    pub status: u16,
+    /// Headers (lower-case names).
+    pub headers: Vec<(String, String)>,
+    /// Body text.
+    pub body: String,
+}
+
+impl From<ureq::http::Response<ureq::Body>> for Reply {
+    fn from(mut r: ureq::http::Response<ureq::Body>) -> Self {
+        let headers = r
+            .headers()
+            .iter()
+            .map(|(k, v)| (k.as_str().to_owned(), v.to_str().unwrap_or("").to_owned()))
+            .collect();
+        let body = r.body_mut().read_to_string().unwrap_or_default();
+        Self {
+            status: r.status().as_u16(),
+            headers,
+            body,
+        }
+    }
+}
+
+impl Reply {
+    /// A header's value.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// A numeric header.
+    pub fn header_u64(&self, name: &str) -> u64 {
+        self.header(name)
+            .unwrap_or_else(|| panic!("no {name} header in {self:?}"))
+            .parse()
+            .unwrap_or_else(|_| panic!("{name} is not a number in {self:?}"))
+    }
+
+    /// The body as JSON.
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.body)
+            .unwrap_or_else(|e| panic!("body is not JSON ({e}): {self:?}"))
+    }
+
+    /// Assert a JSON error answer: status, content type and `error.code`.
+    pub fn assert_error(&self, status: u16, code: &str) {
+        assert_eq!(self.status, status, "{self:?}");
+        assert_eq!(
+            self.header("content-type"),
+            Some("application/json"),
+            "{self:?}"
+        );
+        let v = self.json();
+        assert_eq!(v["error"]["code"], code, "{self:?}");
+        assert!(
+            v["error"]["message"]
+                .as_str()
+                .is_some_and(|m| !m.is_empty()),
+            "error without a message: {self:?}"
+        );
+    }
+}
+
+/// Reference detections for `images` from `tests/reference/reference.py`, keyed by file name.
+pub fn reference(images: &[&str], args: &[&str]) -> Value {
+    let python = repo().join(".cache/venv/bin/python");
+    let out = Command::new(&python)
+        .arg(repo().join("tests/reference/reference.py"))
+        .arg("--model-dir")
+        .arg(models().join("yolov3-tiny"))
+        .args(args)
+        .args(images.iter().map(|i| photo(i)))
+        .output()
+        .unwrap_or_else(|e| {
+            panic!(
+                "cannot run {} ({e}): run `cargo xtask test`",
+                python.display()
+            )
+        });
+    assert!(
+        out.status.success(),
+        "reference.py failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let all: Value = serde_json::from_slice(&out.stdout).expect("reference JSON");
+    let mut by_name = serde_json::Map::new();
+    for (path, v) in all.as_object().expect("object") {
+        let name = Path::new(path)
+            .file_name()
+            .and_then(|n| n.to_str())
+            .expect("name")
+            .to_owned();
+        by_name.insert(name, v.clone());
+    }
+    Value::Object(by_name)
+}
+
+/// How close an answer must be to the reference.
+#[derive(Debug, Clone, Copy)]
+pub struct Tolerance {
+    /// Largest confidence difference.
+    pub conf: f64,
+    /// Largest difference of a box coordinate, in original image pixels.
+    pub px: f64,
+}
+
+impl Tolerance {
+    /// The contract for lossless images (PNG, WebP): decoded pixels are identical to
+    /// Pillow's, so answers agree to 0.01 confidence and 1 px.
+    pub const LOSSLESS: Self = Self {
+        conf: 0.01,
+        px: 1.0,
+    };
+
+    /// For JPEG: the `image` crate's decoder (zune-jpeg) and Pillow's libjpeg-turbo upsample
+    /// 4:2:0 chroma differently (up to 4 levels on ~15% of the pixels of our photographs),
+    /// so boxes are held to 1 px of the model's input grid (416 px), i.e. 1 px scaled to the
+    /// photograph; confidences keep the 0.01 bound.
+    pub fn jpeg(width: f64, height: f64, input: f64) -> Self {
+        Self {
+            conf: 0.01,
+            px: (width.max(height) / input).max(1.0),
+        }
+    }
+}
+
+fn iou(a: &Value, b: &Value) -> f64 {
+    let f = |v: &Value, k: usize| v["bbox"][k].as_f64().unwrap_or(0.0);
+    let iw = (f(a, 2).min(f(b, 2)) - f(a, 0).max(f(b, 0))).max(0.0);
+    let ih = (f(a, 3).min(f(b, 3)) - f(a, 1).max(f(b, 1))).max(0.0);
+    let area = |v: &Value| (f(v, 2) - f(v, 0)) * (f(v, 3) - f(v, 1));
+    let inter = iw * ih;
+    inter / (area(a) + area(b) - inter).max(1e-9)
+}
+
+/// Assert that `ours` (a `/detect` answer) matches `expected` (a reference entry): same
+/// image size; detections sorted by confidence; each reference detection paired with one
+/// of ours of the same class (best IoU), confidence and every box coordinate within
+/// `tol`. A detection may be missing on either side only when its confidence is within
+/// `tol.conf` of the threshold `conf` (the two pipelines may fall on either side of it).
+pub fn assert_matches_reference(
+    ours: &Value,
+    expected: &Value,
+    tol: Tolerance,
+    conf: f64,
+    what: &str,
+) {
+    assert_eq!(ours["image"], expected["image"], "{what}: image size");
+    let a = ours["detections"].as_array().expect("detections");
+    let b = expected["detections"]
+        .as_array()
+        .expect("reference detections");
+    assert_eq!(
+        ours["count"].as_u64(),
+        Some(a.len() as u64),
+        "{what}: count"
+    );
+    let confidence = |v: &Value| v["confidence"].as_f64().unwrap_or(-1.0);
+    assert!(
+        a.windows(2).all(|w| confidence(&w[0]) >= confidence(&w[1])),
+        "{what}: not sorted: {a:?}"
+    );
+    let borderline = |v: &Value| (confidence(v) - conf).abs() <= tol.conf;
+    let mut used = vec![false; a.len()];
+    for y in b {
+        let best = a
+            .iter()
+            .enumerate()
+            .filter(|(i, x)| !used[*i] && x["class_id"] == y["class_id"])
+            .map(|(i, x)| (i, iou(x, y)))
+            .max_by(|p, q| p.1.total_cmp(&q.1))
+            .filter(|(_, overlap)| *overlap > 0.5);
+        let Some((i, _)) = best else {
+            assert!(
+                borderline(y),
+                "{what}: reference detection {y} has no counterpart in {a:?}"
+            );
+            continue;
+        };
+        used[i] = true;
+        let x = &a[i];
+        assert_eq!(x["class_name"], y["class_name"], "{what}");
+        let dc = (confidence(x) - confidence(y)).abs();
+        assert!(
+            dc <= tol.conf,
+            "{what}: confidence differs by {dc}: {x} vs {y}"
+        );
+        for k in 0..4 {
+            let d = (x["bbox"][k].as_f64().unwrap() - y["bbox"][k].as_f64().unwrap()).abs();
+            assert!(
+                d <= tol.px,
+                "{what}: bbox[{k}] differs by {d}px (tolerance {}): {x} vs {y}",
+                tol.px
+            );
+        }
+    }
+    for (x, used) in a.iter().zip(used) {
+        assert!(
+            used || borderline(x),
+            "{what}: detection {x} is not in the reference {b:?}"
+        );
+    }
+}

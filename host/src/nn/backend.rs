@@ -86,3 +86,38 @@ pub trait Graph: Send + Sync {
     /// Run the graph on named inputs.
     fn compute(&self, inputs: Vec<(String, Tensor)>) -> Result<Computed, BackendError>;
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tensor_sizes_are_checked() {
+        let ok = Tensor {
+            dims: vec![1, 3, 2, 2],
+            ty: TensorType::Fp32,
+            data: vec![0; 48],
+        };
+        ok.validate().unwrap();
+        let short = Tensor {
+            data: vec![0; 47],
+            ..ok.clone()
+        };
+        assert_eq!(
+            short.validate().unwrap_err().code,
+            ErrorCode::InvalidArgument
+        );
+        let huge = Tensor {
+            dims: vec![u32::MAX, u32::MAX, u32::MAX],
+            ty: TensorType::I64,
+            data: vec![],
+        };
+        assert!(huge.validate().unwrap_err().message.contains("too many"));
+        let bytes = Tensor {
+            dims: vec![5],
+            ty: TensorType::U8,
+            data: vec![1; 5],
+        };
+        bytes.validate().unwrap();
+    }
+}
