@@ -1,0 +1,185 @@
+//! `Idempotency-Key`: a request repeated by the same tenant within 24 hours gets the stored
+//! answer and is never billed twice.
+//!
+//! Stored answers live in the database, written in the same transaction as the ledger row
+//! of the invocation that produced them. While that first invocation is still running, a
+//! repeat **waits** for it (rather than answering 409) and then replays its answer. A key
+//! reused with a different request (method, path, query, content type or body) is refused
+//! with 422. Requests refused before execution (401, 402, 413, ...) store nothing, so
+//! retrying them runs them.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use sha2::{Digest, Sha256};
+use tokio::sync::watch;
+
+use crate::db::{Db, now_us};
+use crate::ledger::StoredAnswer;
+
+/// How long an answer can be replayed.
+pub const REPLAY_WINDOW: Duration = Duration::from_secs(24 * 3600);
+
+/// The name of the request header.
+pub const HEADER: &str = "idempotency-key";
+
+type InFlight = Arc<Mutex<HashMap<(String, String), watch::Receiver<()>>>>;
+
+/// Coordinates requests that share a key.
+#[derive(Default)]
+pub struct Idempotency {
+    in_flight: InFlight,
+}
+
+/// What to do with a request that carries a key.
+#[derive(Debug)]
+pub enum Claim {
+    /// Nobody answered this key yet: run it (the guard releases the key when dropped).
+    Execute(ClaimGuard),
+    /// Replay this stored answer.
+    Replay(StoredAnswer),
+    /// The key was used for a different request.
+    Mismatch(StoredAnswer),
+}
+
+/// Held while the first request with a key runs; waiters wake when it is dropped.
+#[derive(Debug)]
+pub struct ClaimGuard {
+    in_flight: InFlight,
+    key: (String, String),
+    _done: watch::Sender<()>,
+}
+
+impl Drop for ClaimGuard {
+    fn drop(&mut self) {
+        self.in_flight
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&self.key);
+    }
+}
+
+/// Check a key: 1 to 255 visible ASCII characters.
+pub fn validate_key(key: &str) -> Result<(), String> {
+    if key.is_empty() || key.len() > 255 || !key.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(format!(
+            "Idempotency-Key must be 1-255 visible ASCII characters, got {} bytes",
+            key.len()
+        ));
+    }
+    Ok(())
+}
+
+/// The fingerprint of a request, to tell a retry from a different request under the same key.
+pub fn request_fingerprint(
+    method: &str,
+    path_and_query: &str,
+    content_type: &str,
+    body: &[u8],
+) -> String {
+    let mut h = Sha256::new();
+    for part in [
+        method.as_bytes(),
+        path_and_query.as_bytes(),
+        content_type.as_bytes(),
+    ] {
+        h.update((part.len() as u64).to_le_bytes());
+        h.update(part);
+    }
+    h.update(body);
+    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+impl Idempotency {
+    /// Decide what to do with a request of `tenant` carrying `key`. Waits while another
+    /// request with the same key is running.
+    pub async fn claim(
+        &self,
+        db: &Db,
+        tenant: &str,
+        key: &str,
+        fingerprint: &str,
+    ) -> anyhow::Result<Claim> {
+        let id = (tenant.to_owned(), key.to_owned());
+        loop {
+            let mut waiting = {
+                let mut map = self.in_flight.lock().unwrap_or_else(|p| p.into_inner());
+                match map.get(&id) {
+                    Some(rx) => rx.clone(),
+                    None => {
+                        let since = now_us() - REPLAY_WINDOW.as_micros() as i64;
+                        if let Some(answer) = db.stored_answer(tenant, key, since)? {
+                            return Ok(if answer.request_sha256 == fingerprint {
+                                Claim::Replay(answer)
+                            } else {
+                                Claim::Mismatch(answer)
+                            });
+                        }
+                        let (tx, rx) = watch::channel(());
+                        map.insert(id.clone(), rx);
+                        return Ok(Claim::Execute(ClaimGuard {
+                            in_flight: self.in_flight.clone(),
+                            key: id,
+                            _done: tx,
+                        }));
+                    }
+                }
+            };
+            // Resolves when the running request's guard drops; then look again.
+            let _ = waiting.changed().await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_and_fingerprints() {
+        validate_key("order-42").unwrap();
+        assert!(validate_key("").is_err());
+        assert!(validate_key("has space").is_err());
+        assert!(validate_key(&"k".repeat(256)).is_err());
+        let a = request_fingerprint("POST", "/detect", "image/png", b"abc");
+        assert_eq!(
+            a,
+            request_fingerprint("POST", "/detect", "image/png", b"abc")
+        );
+        assert_ne!(
+            a,
+            request_fingerprint("POST", "/detect?conf=0.3", "image/png", b"abc")
+        );
+        assert_ne!(
+            a,
+            request_fingerprint("POST", "/detect", "image/png", b"abd")
+        );
+        assert_ne!(
+            request_fingerprint("POST", "/detectimage/png", "", b""),
+            request_fingerprint("POST", "/detect", "image/png", b""),
+            "parts are length-prefixed"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_second_claim_waits_for_the_first() {
+        let (db, dir) = crate::db::temp_db("idempotency");
+        let db = Arc::new(db);
+        let idem = Arc::new(Idempotency::default());
+        let Claim::Execute(guard) = idem.claim(&db, "acme", "k", "f").await.unwrap() else {
+            panic!("first runs")
+        };
+        let (db2, idem2) = (db.clone(), idem.clone());
+        let second =
+            tokio::spawn(async move { idem2.claim(&db2, "acme", "k", "f").await.unwrap() });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!second.is_finished(), "waits while the first runs");
+        drop(guard); // the first was refused before execution: nothing stored
+        assert!(
+            matches!(second.await.unwrap(), Claim::Execute(_)),
+            "then runs itself"
+        );
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}
