@@ -19,6 +19,12 @@ pub enum ErrorCode {
     InvalidOption,
     /// The body is empty.
     EmptyBody,
+    /// No API key, or an unknown or malformed one.
+    Unauthorized,
+    /// The tenant's balance does not cover the per-call price.
+    InsufficientBalance,
+    /// The API key was revoked.
+    KeyRevoked,
     /// No route matches the path.
     NotFound,
     /// The requested model does not exist.
@@ -33,6 +39,8 @@ pub enum ErrorCode {
     UnsupportedMediaType,
     /// The bytes are not a decodable PNG, JPEG or WebP image.
     UndecodableImage,
+    /// An `Idempotency-Key` was reused with a different request.
+    IdempotencyKeyReused,
     /// The model's files or metadata are unusable.
     ModelInvalid,
     /// The inference backend failed.
@@ -52,11 +60,14 @@ impl ErrorCode {
             | Self::InvalidBase64
             | Self::InvalidOption
             | Self::EmptyBody => 400,
+            Self::Unauthorized => 401,
+            Self::InsufficientBalance => 402,
+            Self::KeyRevoked => 403,
             Self::NotFound | Self::ModelNotFound => 404,
             Self::MethodNotAllowed => 405,
             Self::PayloadTooLarge | Self::ImageTooLarge => 413,
             Self::UnsupportedMediaType => 415,
-            Self::UndecodableImage => 422,
+            Self::UndecodableImage | Self::IdempotencyKeyReused => 422,
             Self::ModelInvalid | Self::InferenceFailed | Self::FunctionFailed | Self::Internal => {
                 500
             }
@@ -71,6 +82,9 @@ impl ErrorCode {
             Self::InvalidBase64 => "invalid_base64",
             Self::InvalidOption => "invalid_option",
             Self::EmptyBody => "empty_body",
+            Self::Unauthorized => "unauthorized",
+            Self::InsufficientBalance => "insufficient_balance",
+            Self::KeyRevoked => "key_revoked",
             Self::NotFound => "not_found",
             Self::ModelNotFound => "model_not_found",
             Self::MethodNotAllowed => "method_not_allowed",
@@ -78,6 +92,7 @@ impl ErrorCode {
             Self::ImageTooLarge => "image_too_large",
             Self::UnsupportedMediaType => "unsupported_media_type",
             Self::UndecodableImage => "undecodable_image",
+            Self::IdempotencyKeyReused => "idempotency_key_reused",
             Self::ModelInvalid => "model_invalid",
             Self::InferenceFailed => "inference_failed",
             Self::FunctionFailed => "function_failed",
@@ -142,6 +157,9 @@ mod tests {
             (ErrorCode::InvalidJson, 400),
             (ErrorCode::InvalidBase64, 400),
             (ErrorCode::InvalidOption, 400),
+            (ErrorCode::Unauthorized, 401),
+            (ErrorCode::InsufficientBalance, 402),
+            (ErrorCode::KeyRevoked, 403),
             (ErrorCode::NotFound, 404),
             (ErrorCode::ModelNotFound, 404),
             (ErrorCode::MethodNotAllowed, 405),

@@ -1,7 +1,7 @@
 //! The `yolo-edge` command line (clap): `serve`.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -9,11 +9,15 @@ use anyhow::Context as _;
 use clap::{Parser, Subcommand, ValueEnum};
 use tokio::io::AsyncReadExt as _;
 
+use crate::config::Config;
+use crate::db::{Db, default_data_dir};
 use crate::engine::{EngineOptions, build_engine, build_linker, default_cache_dir, load_component};
+use crate::idempotency::Idempotency;
 use crate::invoke::{Invoker, InvokerOptions};
 use crate::nn::onnx::{OnnxOptions, init_runtime};
 use crate::nn::registry::GraphRegistry;
 use crate::server::{App, DEFAULT_MAX_BODY_BYTES, serve};
+use crate::usage::{Period, cloudevent, rfc3339};
 
 /// Serverless YOLO object detection: a WebAssembly function behind HTTP, metered per call.
 #[derive(Debug, Parser)]
@@ -22,6 +26,13 @@ pub struct Cli {
     /// Log format.
     #[arg(long, value_enum, default_value_t = LogFormat::Pretty, global = true)]
     pub log_format: LogFormat,
+    /// State directory (tenants, keys, ledger); default `$XDG_DATA_HOME/yolo-edge` or
+    /// `~/.local/share/yolo-edge`.
+    #[arg(long, global = true, env = "YOLO_EDGE_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Config file (price sheet); default `$YOLO_EDGE_CONFIG`, else `./yolo-edge.toml` if present.
+    #[arg(long, global = true)]
+    pub config: Option<PathBuf>,
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
@@ -41,6 +52,96 @@ pub enum LogFormat {
 pub enum Command {
     /// Serve the detection function over HTTP.
     Serve(ServeArgs),
+    /// Manage API keys (and create tenants).
+    #[command(subcommand)]
+    Keys(KeysCommand),
+    /// Manage prepaid balances.
+    #[command(subcommand)]
+    Credit(CreditCommand),
+    /// Print a tenant's usage.
+    Usage(UsageArgs),
+    /// Inspect the invocation ledger.
+    #[command(subcommand)]
+    Ledger(LedgerCommand),
+}
+
+/// `yolo-edge keys ...`.
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// Create an API key (and the tenant, if new). The key is printed once, alone on the last line.
+    Create {
+        /// Tenant name.
+        #[arg(long)]
+        tenant: String,
+        /// Tokens to credit to the tenant.
+        #[arg(long, default_value_t = 0)]
+        credit: i64,
+    },
+    /// List keys (ids, tenants, state; never the keys themselves).
+    List {
+        /// Only this tenant's keys.
+        #[arg(long)]
+        tenant: Option<String>,
+    },
+    /// Revoke a key by id: requests with it get 403.
+    Revoke {
+        /// The key id (the part after `ye_`, as `keys list` shows).
+        key_id: String,
+    },
+}
+
+/// `yolo-edge credit ...`.
+#[derive(Debug, Subcommand)]
+pub enum CreditCommand {
+    /// Add tokens to a tenant's balance.
+    Add {
+        /// Tenant name.
+        #[arg(long)]
+        tenant: String,
+        /// Tokens to add (negative to take back).
+        #[arg(long, allow_hyphen_values = true)]
+        tokens: i64,
+        /// A note kept with the credit.
+        #[arg(long, default_value = "credit")]
+        note: String,
+    },
+}
+
+/// Output formats of `usage`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum UsageFormat {
+    /// Per-day table with totals and the cost in the configured currency.
+    Table,
+    /// Per-day CSV.
+    Csv,
+    /// One CloudEvents 1.0 JSON object per invocation, one per line.
+    Cloudevents,
+    /// The JSON of `GET /v1/usage`.
+    Json,
+}
+
+/// `yolo-edge usage`.
+#[derive(Debug, clap::Args)]
+pub struct UsageArgs {
+    /// Tenant name.
+    #[arg(long)]
+    pub tenant: String,
+    /// Start: a date (2026-11-24) or an RFC 3339 time.
+    #[arg(long)]
+    pub from: Option<String>,
+    /// End: a date (included whole) or an RFC 3339 time (excluded).
+    #[arg(long)]
+    pub to: Option<String>,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = UsageFormat::Table)]
+    pub format: UsageFormat,
+}
+
+/// `yolo-edge ledger ...`.
+#[derive(Debug, Subcommand)]
+pub enum LedgerCommand {
+    /// Check the hash chain and the balances; name the first row altered or removed.
+    Verify,
 }
 
 /// `yolo-edge serve`.
@@ -111,8 +212,101 @@ pub fn main() -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
+    let data_dir = cli.data_dir.clone().unwrap_or_else(default_data_dir);
+    let (config, config_path) = Config::load(cli.config.as_deref())?;
     match cli.command {
-        Command::Serve(args) => runtime.block_on(run_serve(args)),
+        Command::Serve(args) => runtime.block_on(run_serve(args, &data_dir, config, config_path)),
+        Command::Keys(cmd) => keys(&Db::open(&data_dir)?, cmd),
+        Command::Credit(CreditCommand::Add {
+            tenant,
+            tokens,
+            note,
+        }) => {
+            let balance = Db::open(&data_dir)?.add_credit(&tenant, tokens, &note)?;
+            println!(
+                "tenant {tenant}: balance {balance} tokens ({} {})",
+                config.tokens.format(balance),
+                config.tokens.currency
+            );
+            Ok(())
+        }
+        Command::Usage(args) => usage(&Db::open(&data_dir)?, &config, args),
+        Command::Ledger(LedgerCommand::Verify) => verify(&Db::open(&data_dir)?),
+    }
+}
+
+fn keys(db: &Db, cmd: KeysCommand) -> anyhow::Result<()> {
+    match cmd {
+        KeysCommand::Create { tenant, credit } => {
+            let key = db.create_key(&tenant, credit)?;
+            let balance = db.balance(&tenant)?.unwrap_or(0);
+            println!(
+                "created key {} for tenant {tenant} (balance {balance} tokens); it is shown only once:",
+                key.id
+            );
+            println!("{}", key.key);
+        }
+        KeysCommand::List { tenant } => {
+            println!("{:<18} {:<20} {:<22} state", "key id", "tenant", "created");
+            for k in db.list_keys(tenant.as_deref())? {
+                let state = k
+                    .revoked_us
+                    .map_or("active".to_owned(), |t| format!("revoked {}", rfc3339(t)));
+                println!(
+                    "{:<18} {:<20} {:<22} {state}",
+                    k.id,
+                    k.tenant,
+                    rfc3339(k.created_us)
+                );
+            }
+        }
+        KeysCommand::Revoke { key_id } => {
+            db.revoke_key(&key_id)?;
+            println!("revoked key {key_id}");
+        }
+    }
+    Ok(())
+}
+
+fn usage(db: &Db, config: &Config, args: UsageArgs) -> anyhow::Result<()> {
+    let period =
+        Period::parse(args.from.as_deref(), args.to.as_deref()).map_err(anyhow::Error::msg)?;
+    if db.balance(&args.tenant)?.is_none() {
+        anyhow::bail!("no tenant {:?}", args.tenant);
+    }
+    match args.format {
+        UsageFormat::Table => {
+            let report = db.usage(&args.tenant, period)?;
+            print!(
+                "{}",
+                report.table(|t| format!("{} {}", config.tokens.format(t), config.tokens.currency))
+            );
+        }
+        UsageFormat::Csv => print!("{}", db.usage(&args.tenant, period)?.csv()),
+        UsageFormat::Json => println!(
+            "{}",
+            serde_json::to_string_pretty(&db.usage(&args.tenant, period)?)?
+        ),
+        UsageFormat::Cloudevents => {
+            for row in db.invocations(&args.tenant, period.from_us, period.to_us)? {
+                println!("{}", cloudevent(&row));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn verify(db: &Db) -> anyhow::Result<()> {
+    let report = db.verify()?;
+    match report.problem {
+        None => {
+            println!(
+                "ledger ok: {} rows, chain intact, balances consistent; head {}",
+                report.rows, report.head
+            );
+            Ok(())
+        }
+        Some(problem) => anyhow::bail!("ledger verification failed: {problem}"),
     }
 }
 
@@ -129,7 +323,19 @@ fn init_logging(format: LogFormat) {
 }
 
 /// Build everything `serve` needs and serve until SIGINT / SIGTERM.
-pub async fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
+pub async fn run_serve(
+    args: ServeArgs,
+    data_dir: &Path,
+    config: Config,
+    config_path: Option<PathBuf>,
+) -> anyhow::Result<()> {
+    let db = Arc::new(Db::open(data_dir)?);
+    tracing::info!(
+        database = %db.path().display(),
+        config = %config_path.as_deref().map_or("(built-in defaults)".to_owned(), |p| p.display().to_string()),
+        per_call = config.pricing.per_call,
+        "state and prices"
+    );
     let ort = init_runtime(args.onnxruntime.as_deref())?;
     tracing::info!(library = %ort.display(), "ONNX Runtime opened");
 
@@ -207,6 +413,9 @@ pub async fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
     let app = Arc::new(App {
         invoker,
         max_body_bytes: args.max_body_bytes,
+        db,
+        config,
+        idempotency: Idempotency::default(),
     });
 
     let listener = tokio::net::TcpListener::bind(args.listen)

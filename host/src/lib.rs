@@ -1,16 +1,29 @@
 //! yolo-edge's host: serves the detection component over HTTP with Wasmtime, provides
 //! wasi-nn on ONNX Runtime, and meters every invocation.
 //!
-//! A request goes [`server`] (body limit) → [`invoke`] (a fresh instance from the
-//! [`engine`]'s pre-instantiated component, with [`state`] for WASI, wasi-http and [`nn`])
-//! → the function → back through [`invoke`] (fuel, wall time, inference time, memory:
-//! [`metering`]) → [`server`] (metering headers, one log line). [`cli`] wires it together.
+//! A request goes [`server`] (routing) → [`billing`] ([`tenants`]: API key and balance,
+//! body limit, [`idempotency`]) → [`invoke`] (a fresh instance from the [`engine`]'s
+//! pre-instantiated component, with [`state`] for WASI, wasi-http and [`nn`]) → the
+//! function → back through [`invoke`] (fuel, wall time, inference time, memory:
+//! [`metering`]) → [`pricing`] (tokens) → [`ledger`] (one hash-chained row, committed in the
+//! same transaction as the charge, in the [`db`]) → the answer with `x-tokens` and
+//! `x-balance`. [`api`] and [`usage`] report usage; [`config`] holds the price sheet;
+//! [`cli`] wires it all together.
 #![deny(missing_docs)]
 
+pub mod api;
+pub mod billing;
 pub mod cli;
+pub mod config;
+pub mod db;
 pub mod engine;
+pub mod idempotency;
 pub mod invoke;
+pub mod ledger;
 pub mod metering;
 pub mod nn;
+pub mod pricing;
 pub mod server;
 pub mod state;
+pub mod tenants;
+pub mod usage;

@@ -35,4 +35,12 @@ pub mod headers {
     pub const MEMORY_BYTES: &str = "x-memory-bytes";
     /// Decoded input pixels.
     pub const PIXELS: &str = "x-pixels";
+    /// Tokens charged for this invocation.
+    pub const TOKENS: &str = "x-tokens";
+    /// The tenant's balance after it.
+    pub const BALANCE: &str = "x-balance";
+    /// `true` on an idempotent replay.
+    pub const REPLAYED: &str = "x-replayed";
+    /// On a replay: the invocation whose answer it is.
+    pub const REPLAY_OF: &str = "x-replay-of";
 }

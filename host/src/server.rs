@@ -1,5 +1,8 @@
-//! The HTTP front: accept connections (hyper), enforce the body limit before any instance
-//! exists, hand the request to the [`Invoker`], and answer with the metering headers.
+//! The HTTP front: accept connections (hyper), route each request, shut down gracefully.
+//!
+//! Routes: `GET /healthz` (open, unbilled), `GET /v1/usage` and `GET /v1/invocations/{id}`
+//! ([`crate::api`], answered by the host), everything else goes to the function through
+//! [`crate::billing`] (authenticated, admitted, metered, recorded).
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -7,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{HeaderValue, Request, Response, StatusCode, header};
+use http::{HeaderValue, Request, Response, StatusCode, header, request::Parts};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
@@ -15,11 +18,12 @@ use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
-use uuid::Uuid;
 use yolo_core::{ApiError, ErrorCode};
 
-use crate::invoke::{Invocation, Invoker, Outcome};
-use crate::metering::headers;
+use crate::config::Config;
+use crate::db::Db;
+use crate::idempotency::Idempotency;
+use crate::invoke::{Invoker, Outcome};
 
 /// Default request body limit: 20 MiB.
 pub const DEFAULT_MAX_BODY_BYTES: usize = 20 << 20;
@@ -30,7 +34,16 @@ pub struct App {
     pub invoker: Invoker,
     /// Largest accepted request body, bytes.
     pub max_body_bytes: usize,
+    /// Tenants, keys, ledger.
+    pub db: Arc<Db>,
+    /// Prices and token value.
+    pub config: Config,
+    /// Requests in flight per idempotency key.
+    pub idempotency: Idempotency,
 }
+
+/// The response type of every route.
+pub type Reply = Response<Full<Bytes>>;
 
 /// Serve `app` on `listener` until `shutdown` resolves, then stop accepting and let
 /// in-flight requests finish (up to `drain` long).
@@ -57,7 +70,7 @@ pub async fn serve(
         let app = app.clone();
         let service = service_fn(move |req| {
             let app = app.clone();
-            async move { Ok::<_, Infallible>(handle(&app, req, peer).await) }
+            async move { Ok::<_, Infallible>(route(app, req, peer).await) }
         });
         let conn = http1::Builder::new()
             .keep_alive(true)
@@ -77,14 +90,38 @@ pub async fn serve(
     Ok(())
 }
 
-fn json_error(e: &ApiError) -> Response<Full<Bytes>> {
-    let mut r = Response::new(Full::new(Bytes::from(e.to_json())));
-    *r.status_mut() = StatusCode::from_u16(e.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+async fn route(app: Arc<App>, req: Request<Incoming>, peer: SocketAddr) -> Reply {
+    let path = req.uri().path().to_owned();
+    if path == "/healthz" {
+        return unbilled(&app, req).await;
+    }
+    if path == "/v1/usage" || path.starts_with("/v1/invocations/") {
+        return crate::api::handle(&app, req).await;
+    }
+    crate::billing::handle(app, req, peer).await
+}
+
+/// A JSON error answer.
+pub fn json_error(e: &ApiError) -> Reply {
+    json_reply(e.status(), e.to_json())
+}
+
+/// A JSON answer with a status.
+pub fn json_reply(status: u16, body: String) -> Reply {
+    let mut r = Response::new(Full::new(Bytes::from(body)));
+    *r.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     r.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),
     );
     r
+}
+
+/// Set a header from text (ignored when the text is not a valid header value).
+pub fn set_header(r: &mut Reply, name: &'static str, value: impl AsRef<str>) {
+    if let Ok(v) = HeaderValue::from_str(value.as_ref()) {
+        r.headers_mut().insert(name, v);
+    }
 }
 
 fn too_large(limit: usize) -> ApiError {
@@ -94,78 +131,38 @@ fn too_large(limit: usize) -> ApiError {
     )
 }
 
-/// Handle one request: refuse what is too large, invoke, answer.
-async fn handle(app: &App, req: Request<Incoming>, peer: SocketAddr) -> Response<Full<Bytes>> {
-    let (parts, body) = req.into_parts();
+/// The declared `Content-Length` is over the limit (checked before reading anything).
+pub fn declared_too_large(parts: &Parts, limit: usize) -> Option<Reply> {
     let declared = parts
         .headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > app.max_body_bytes as u64) {
-        return json_error(&too_large(app.max_body_bytes));
-    }
-    let body = match Limited::new(body, app.max_body_bytes).collect().await {
-        Ok(collected) => collected.to_bytes(),
-        Err(e) if e.is::<http_body_util::LengthLimitError>() => {
-            return json_error(&too_large(app.max_body_bytes));
-        }
-        Err(e) => {
-            return json_error(&ApiError::new(
-                ErrorCode::InvalidRequest,
-                format!("could not read the request body: {e}"),
-            ));
-        }
-    };
-
-    let id = Uuid::now_v7();
-    let method = parts.method.clone();
-    let path = parts.uri.path().to_owned();
-    let invocation = app
-        .invoker
-        .invoke(Request::from_parts(parts, Full::new(body)))
-        .await;
-    let mut response = respond(&invocation);
-    let usage = invocation.usage;
-    let h = response.headers_mut();
-    let mut set = |name: &'static str, value: String| {
-        if let Ok(v) = HeaderValue::from_str(&value) {
-            h.insert(name, v);
-        }
-    };
-    set(headers::INVOCATION_ID, id.to_string());
-    set(headers::FUEL, usage.fuel.to_string());
-    set(headers::WALL_US, usage.wall.as_micros().to_string());
-    set(headers::NN_US, usage.inference.as_micros().to_string());
-    set(headers::MEMORY_BYTES, usage.peak_memory.to_string());
-    set(headers::PIXELS, usage.pixels.to_string());
-
-    let status = response.status().as_u16();
-    let failure = match &invocation.outcome {
-        Outcome::Failed(msg) => Some(msg.as_str()),
-        Outcome::Answered(_) => None,
-    };
-    tracing::info!(
-        target: "yolo_edge::invocation",
-        invocation_id = %id,
-        %peer,
-        %method,
-        %path,
-        status,
-        fuel = usage.fuel,
-        wall_us = usage.wall.as_micros() as u64,
-        nn_us = usage.inference.as_micros() as u64,
-        nn_queued_us = usage.inference_queued.as_micros() as u64,
-        peak_memory = usage.peak_memory,
-        pixels = usage.pixels,
-        failure,
-        "invocation"
-    );
-    response
+    declared
+        .is_some_and(|n| n > limit as u64)
+        .then(|| json_error(&too_large(limit)))
 }
 
-/// The client's response: the function's answer, or a JSON 500 when it failed.
-fn respond(invocation: &Invocation) -> Response<Full<Bytes>> {
-    match &invocation.outcome {
+/// Read the whole body, refusing (413) once it passes `limit` (chunked bodies included).
+pub async fn read_body(body: Incoming, limit: usize) -> Result<Bytes, Reply> {
+    match Limited::new(body, limit).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(json_error(&too_large(limit))),
+        Err(e) => Err(json_error(&ApiError::new(
+            ErrorCode::InvalidRequest,
+            format!("could not read the request body: {e}"),
+        ))),
+    }
+}
+
+/// Read and drop a body the request will not use (up to `limit` bytes, for at most 5 s).
+pub async fn discard_body(body: Incoming, limit: usize) {
+    let drain = Limited::new(body, limit).collect();
+    let _ = tokio::time::timeout(Duration::from_secs(5), drain).await;
+}
+
+/// The client's response for a function answer, or a JSON 500 when the function failed.
+pub fn function_reply(outcome: &Outcome) -> Reply {
+    match outcome {
         Outcome::Answered(guest) => {
             let mut r = Response::new(Full::new(guest.body.clone()));
             *r.status_mut() = guest.parts.status;
@@ -184,4 +181,21 @@ fn respond(invocation: &Invocation) -> Response<Full<Bytes>> {
             format!("the function failed: {message}"),
         )),
     }
+}
+
+/// `GET /healthz`: answered by the function, open to all, neither billed nor recorded.
+async fn unbilled(app: &App, req: Request<Incoming>) -> Reply {
+    let (parts, body) = req.into_parts();
+    if let Some(refused) = declared_too_large(&parts, app.max_body_bytes) {
+        return refused;
+    }
+    let body = match read_body(body, app.max_body_bytes).await {
+        Ok(b) => b,
+        Err(refused) => return refused,
+    };
+    let invocation = app
+        .invoker
+        .invoke(Request::from_parts(parts, Full::new(body)))
+        .await;
+    function_reply(&invocation.outcome)
 }

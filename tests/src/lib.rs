@@ -63,15 +63,65 @@ pub fn photo_bytes(name: &str) -> Vec<u8> {
     })
 }
 
-/// A running host process. It stops when this is dropped, or when the test process exits
-/// (its standard input closes).
+/// A running host process with its own fresh data directory and a tenant `test` whose key
+/// every request carries unless told otherwise. It stops when this is dropped, or when the
+/// test process exits (its standard input closes).
 pub struct Host {
     child: Child,
     _stdin: ChildStdin,
     /// Where it listens.
     pub addr: SocketAddr,
+    /// Its data directory.
+    pub data_dir: PathBuf,
+    /// The API key of tenant `test` (1 000 000 000 tokens of credit).
+    pub key: String,
     agent: ureq::Agent,
     stderr: std::sync::Arc<Mutex<String>>,
+}
+
+static DATA_DIRS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// A new, empty data directory under the system temp dir.
+pub fn fresh_data_dir() -> PathBuf {
+    let n = DATA_DIRS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    let dir =
+        std::env::temp_dir().join(format!("yolo-edge-test-{}-{n}-{nanos}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("create a data dir");
+    dir
+}
+
+/// Run `yolo-edge ARGS --data-dir DIR`; returns (success, stdout, stderr).
+pub fn cli(data_dir: &Path, args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(host_binary())
+        .args(args)
+        .arg("--data-dir")
+        .arg(data_dir)
+        .current_dir(repo())
+        .output()
+        .expect("run yolo-edge");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// `yolo-edge keys create --tenant T --credit N`: the key, read from the last line of stdout.
+pub fn create_key(data_dir: &Path, tenant: &str, credit: i64) -> String {
+    let credit = credit.to_string();
+    let (ok, out, err) = cli(
+        data_dir,
+        &["keys", "create", "--tenant", tenant, "--credit", &credit],
+    );
+    assert!(ok, "keys create failed: {err}");
+    out.lines()
+        .last()
+        .expect("a key on the last line")
+        .trim()
+        .to_owned()
 }
 
 impl Host {
@@ -82,6 +132,12 @@ impl Host {
 
     /// Like [`Host::start`] with another models directory.
     pub fn start_with_models(models: &Path, extra: &[&str]) -> anyhow::Result<Self> {
+        Self::start_full(models, &fresh_data_dir(), extra)
+    }
+
+    /// Start on a given data directory (to restart a host on the same state).
+    pub fn start_full(models: &Path, data_dir: &Path, extra: &[&str]) -> anyhow::Result<Self> {
+        let key = create_key(data_dir, "test", 1_000_000_000);
         let bin = host_binary();
         if !bin.is_file() {
             bail!(
@@ -102,6 +158,8 @@ impl Host {
             .arg(component())
             .arg("--models")
             .arg(models)
+            .arg("--data-dir")
+            .arg(data_dir)
             .args(extra)
             .current_dir(repo())
             .stdin(Stdio::piped())
@@ -147,6 +205,8 @@ impl Host {
             child,
             _stdin: stdin,
             addr,
+            data_dir: data_dir.to_owned(),
+            key,
             agent,
             stderr: stderr_log,
         })
@@ -176,13 +236,51 @@ impl Host {
         matches!(self.child.try_wait(), Ok(None))
     }
 
-    /// `POST path` with a body and a content type (none when `None`).
+    /// `POST path` with a body and a content type (none when `None`), as tenant `test`.
     pub fn post(&self, path: &str, content_type: Option<&str>, body: &[u8]) -> Reply {
+        self.post_with(
+            path,
+            content_type,
+            body,
+            &[("authorization", &format!("Bearer {}", self.key))],
+        )
+    }
+
+    /// `POST path` with exactly the given extra headers (no default key).
+    pub fn post_with(
+        &self,
+        path: &str,
+        content_type: Option<&str>,
+        body: &[u8],
+        headers: &[(&str, &str)],
+    ) -> Reply {
         let mut req = self.agent.post(self.url(path));
         if let Some(ct) = content_type {
             req = req.header("content-type", ct);
         }
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
         Reply::from(req.send(body).expect("POST"))
+    }
+
+    /// `GET path` with exactly the given headers (no default key).
+    pub fn get_with(&self, path: &str, headers: &[(&str, &str)]) -> Reply {
+        let mut req = self.agent.get(self.url(path));
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        Reply::from(req.call().expect("GET"))
+    }
+
+    /// `GET path` as tenant `test`.
+    pub fn get(&self, path: &str) -> Reply {
+        self.get_with(path, &[("authorization", &format!("Bearer {}", self.key))])
+    }
+
+    /// Run `yolo-edge ARGS` on this host's data directory.
+    pub fn cli(&self, args: &[&str]) -> (bool, String, String) {
+        cli(&self.data_dir, args)
     }
 
     /// `POST /detect` with raw image bytes and query options.
@@ -206,15 +304,32 @@ impl Host {
         )
     }
 
-    /// A request with any method and no body.
+    /// A request with any method and no body, as tenant `test`.
     pub fn call(&self, method: &str, path: &str) -> Reply {
         let url = self.url(path);
+        let auth = format!("Bearer {}", self.key);
         let resp = match method {
-            "GET" => self.agent.get(&url).call(),
-            "DELETE" => self.agent.delete(&url).call(),
-            "PUT" => self.agent.put(&url).send(&[][..]),
-            "PATCH" => self.agent.patch(&url).send(&[][..]),
-            "POST" => self.agent.post(&url).send(&[][..]),
+            "GET" => self.agent.get(&url).header("authorization", &auth).call(),
+            "DELETE" => self
+                .agent
+                .delete(&url)
+                .header("authorization", &auth)
+                .call(),
+            "PUT" => self
+                .agent
+                .put(&url)
+                .header("authorization", &auth)
+                .send(&[][..]),
+            "PATCH" => self
+                .agent
+                .patch(&url)
+                .header("authorization", &auth)
+                .send(&[][..]),
+            "POST" => self
+                .agent
+                .post(&url)
+                .header("authorization", &auth)
+                .send(&[][..]),
             other => panic!("unsupported method {other}"),
         };
         Reply::from(resp.expect(method))
@@ -235,6 +350,14 @@ impl Host {
     /// `GET /healthz` answers 200.
     pub fn healthy(&self) -> bool {
         self.call("GET", "/healthz").status == 200
+    }
+}
+
+impl Host {
+    /// Kill the process at once (SIGKILL), as a crash would.
+    pub fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 

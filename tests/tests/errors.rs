@@ -134,7 +134,10 @@ fn undecodable_images_are_422() {
 fn bodies_over_the_limit_are_413_before_reading_them() {
     let host = Host::shared();
     // A declared length over the 20 MiB default: refused from the headers alone.
-    let head = "POST /detect HTTP/1.1\r\nHost: t\r\nContent-Type: image/png\r\nContent-Length: 22020096\r\n\r\n";
+    let head = format!(
+        "POST /detect HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {}\r\nContent-Type: image/png\r\nContent-Length: 22020096\r\n\r\n",
+        host.key
+    );
     let answer = host.raw(head.as_bytes(), Duration::from_secs(10));
     assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
     assert!(answer.contains("payload_too_large"), "{answer}");
@@ -154,7 +157,11 @@ fn bodies_over_the_limit_are_413_before_reading_them() {
         let _ = reader.read_to_end(&mut out);
         String::from_utf8_lossy(&out).into_owned()
     });
-    let _ = stream.write_all(b"POST /detect HTTP/1.1\r\nHost: t\r\nContent-Type: image/png\r\nTransfer-Encoding: chunked\r\n\r\n");
+    let head = format!(
+        "POST /detect HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {}\r\nContent-Type: image/png\r\nTransfer-Encoding: chunked\r\n\r\n",
+        host.key
+    );
+    let _ = stream.write_all(head.as_bytes());
     let chunk = vec![b'a'; 1 << 20];
     for _ in 0..24 {
         if stream

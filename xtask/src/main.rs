@@ -258,10 +258,49 @@ impl Repo {
         )
     }
 
+    /// The demo tenant's API key: reused while it is valid, else created (100 000 000 tokens).
+    fn demo_key(&self) -> anyhow::Result<String> {
+        step("demo tenant");
+        let saved = self.path(".cache/demo-key");
+        if let Ok(key) = std::fs::read_to_string(&saved) {
+            let key = key.trim().to_owned();
+            let id = key.split('_').nth(1).unwrap_or_default().to_owned();
+            let listed = output(
+                Command::new(self.host_binary()).args(["keys", "list", "--tenant", "demo"]),
+            )?;
+            if !id.is_empty()
+                && listed
+                    .lines()
+                    .any(|l| l.starts_with(&id) && l.ends_with("active"))
+            {
+                println!("tenant demo, key {id} (saved in .cache/demo-key)");
+                return Ok(key);
+            }
+        }
+        let created = output(Command::new(self.host_binary()).args([
+            "keys",
+            "create",
+            "--tenant",
+            "demo",
+            "--credit",
+            "100000000",
+        ]))?;
+        let key = created
+            .lines()
+            .last()
+            .context("`keys create` printed no key")?
+            .trim()
+            .to_owned();
+        std::fs::write(&saved, &key)?;
+        println!("created tenant demo with 100000000 tokens; key saved in .cache/demo-key");
+        Ok(key)
+    }
+
     fn serve(&self, extra: &[String]) -> anyhow::Result<()> {
+        let key = self.demo_key()?;
         step("serve");
         println!(
-            "When it says it is listening, try:\n\n  curl -s -X POST -H 'Content-Type: image/png' --data-binary @tests/data/coffee.png http://127.0.0.1:8080/detect\n"
+            "When it says it is listening, try:\n\n  curl -s -X POST -H 'Authorization: Bearer {key}' -H 'Content-Type: image/png' --data-binary @tests/data/coffee.png http://127.0.0.1:8080/detect\n\nand see what it cost with `target/release/yolo-edge usage --tenant demo`.\n"
         );
         run_cmd(
             Command::new(self.host_binary())

@@ -1,0 +1,82 @@
+//! The host's own API for tenants: `GET /v1/usage?from=&to=` and `GET /v1/invocations/{id}`.
+//! Both need the caller's API key and only ever show the caller's own tenant.
+
+use std::sync::Arc;
+
+use http::{Method, Request};
+use hyper::body::Incoming;
+use yolo_core::{ApiError, ErrorCode};
+
+use crate::db::Db;
+use crate::server::{App, Reply, json_error, json_reply};
+use crate::usage::{Period, rfc3339};
+
+fn query_param(query: &str, name: &str) -> Option<String> {
+    form_urlencoded::parse(query.as_bytes()).find_map(|(k, v)| (k == name).then(|| v.into_owned()))
+}
+
+fn internal(e: anyhow::Error) -> Reply {
+    tracing::error!(error = %format!("{e:#}"), "database error");
+    json_error(&ApiError::new(
+        ErrorCode::Internal,
+        "the usage database is unavailable",
+    ))
+}
+
+/// Run a database query off the async threads.
+async fn blocking<T: Send + 'static>(
+    db: &Arc<Db>,
+    f: impl FnOnce(&Db) -> anyhow::Result<T> + Send + 'static,
+) -> anyhow::Result<T> {
+    let db = db.clone();
+    tokio::task::spawn_blocking(move || f(&db)).await?
+}
+
+/// Answer `/v1/usage` or `/v1/invocations/{id}`.
+pub async fn handle(app: &App, req: Request<Incoming>) -> Reply {
+    if req.method() != Method::GET {
+        let mut r = json_error(&ApiError::new(
+            ErrorCode::MethodNotAllowed,
+            format!("{} is not allowed here: use GET", req.method()),
+        ));
+        crate::server::set_header(&mut r, "allow", "GET");
+        return r;
+    }
+    let authorization = req
+        .headers()
+        .get(http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    let caller = match app.db.authenticate(authorization) {
+        Ok(c) => c,
+        Err(e) => return crate::billing::auth_refusal(&e),
+    };
+    let path = req.uri().path().to_owned();
+    let query = req.uri().query().unwrap_or("").to_owned();
+    if path == "/v1/usage" {
+        let from = query_param(&query, "from");
+        let to = query_param(&query, "to");
+        let period = match Period::parse(from.as_deref(), to.as_deref()) {
+            Ok(p) => p,
+            Err(message) => return json_error(&ApiError::new(ErrorCode::InvalidOption, message)),
+        };
+        let tenant = caller.tenant.clone();
+        return match blocking(&app.db, move |db| db.usage(&tenant, period)).await {
+            Ok(report) => json_reply(200, serde_json::to_string(&report).unwrap_or_default()),
+            Err(e) => internal(e),
+        };
+    }
+    let id = path.trim_start_matches("/v1/invocations/").to_owned();
+    let tenant = caller.tenant.clone();
+    match blocking(&app.db, move |db| db.invocation(&tenant, &id)).await {
+        Ok(Some(row)) => {
+            let mut v = serde_json::to_value(&row).unwrap_or_default();
+            v["time"] = serde_json::Value::String(rfc3339(row.entry.ts_us));
+            json_reply(200, v.to_string())
+        }
+        Ok(None) => json_error(&ApiError::new(
+            ErrorCode::NotFound,
+            "no such invocation for this tenant",
+        )),
+        Err(e) => internal(e),
+    }
+}
