@@ -42,6 +42,11 @@ pub fn component() -> PathBuf {
     )
 }
 
+/// The misbehaving test-only component (`tests/guest`).
+pub fn test_guest() -> PathBuf {
+    repo().join("target/wasm32-wasip2/wasm/yolo_edge_test_guest.wasm")
+}
+
 /// The models directory set-up produced.
 pub fn models() -> PathBuf {
     repo().join("models")
@@ -132,11 +137,21 @@ impl Host {
 
     /// Like [`Host::start`] with another models directory.
     pub fn start_with_models(models: &Path, extra: &[&str]) -> anyhow::Result<Self> {
-        Self::start_full(models, &fresh_data_dir(), extra)
+        Self::start_full(&component(), models, &fresh_data_dir(), extra)
     }
 
-    /// Start on a given data directory (to restart a host on the same state).
-    pub fn start_full(models: &Path, data_dir: &Path, extra: &[&str]) -> anyhow::Result<Self> {
+    /// Serve the test-only misbehaving component instead of the function.
+    pub fn start_test_guest(extra: &[&str]) -> anyhow::Result<Self> {
+        Self::start_full(&test_guest(), &models(), &fresh_data_dir(), extra)
+    }
+
+    /// Start with a given component and data directory (e.g. to restart on the same state).
+    pub fn start_full(
+        component: &Path,
+        models: &Path,
+        data_dir: &Path,
+        extra: &[&str],
+    ) -> anyhow::Result<Self> {
         let key = create_key(data_dir, "test", 1_000_000_000);
         let bin = host_binary();
         if !bin.is_file() {
@@ -155,7 +170,7 @@ impl Host {
                 "json",
             ])
             .arg("--component")
-            .arg(component())
+            .arg(component)
             .arg("--models")
             .arg(models)
             .arg("--data-dir")

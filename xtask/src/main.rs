@@ -26,6 +26,9 @@ const USAGE: &str = "usage: cargo xtask <run|test|setup|lint> [-- ARGS]
   setup   only the set-up steps
   lint    rustfmt --check and clippy -D warnings (native crates and the wasm function)";
 
+/// The crates that only build for wasm32-wasip2.
+const WASM_CRATES: [&str; 2] = ["yolo-edge-function", "yolo-edge-test-guest"];
+
 fn main() {
     if let Err(e) = run() {
         eprintln!("\nxtask: error: {e:#}");
@@ -236,24 +239,20 @@ impl Repo {
     }
 
     fn build(&self) -> anyhow::Result<()> {
-        step("build the function (wasm32-wasip2)");
+        step("build the function and the test guest (wasm32-wasip2)");
         run_cmd(
             cargo()
-                .args([
-                    "build",
-                    "--profile",
-                    "wasm",
-                    "-p",
-                    "yolo-edge-function",
-                    "--target",
-                    "wasm32-wasip2",
-                ])
+                .args(["build", "--profile", "wasm", "--target", "wasm32-wasip2"])
+                .args(WASM_CRATES.iter().flat_map(|c| ["-p", c]))
                 .current_dir(&self.root),
         )?;
         step("build the host (release; the first build takes ~12 minutes on 2 cores)");
+        // The whole native workspace, so that `cargo test` later unifies the same dependency
+        // features and reuses every artifact instead of rebuilding Wasmtime's crates.
         run_cmd(
             cargo()
-                .args(["build", "--release", "-p", "yolo-edge"])
+                .args(["build", "--release", "--workspace"])
+                .args(WASM_CRATES.iter().flat_map(|c| ["--exclude", c]))
                 .current_dir(&self.root),
         )
     }
@@ -325,13 +324,8 @@ impl Repo {
         step("tests (unit and end-to-end, release profile: the host is already built there)");
         run_cmd(
             cargo()
-                .args([
-                    "test",
-                    "--release",
-                    "--workspace",
-                    "--exclude",
-                    "yolo-edge-function",
-                ])
+                .args(["test", "--release", "--workspace"])
+                .args(WASM_CRATES.iter().flat_map(|c| ["--exclude", c]))
                 .args(extra)
                 .env("YOLO_EDGE_BIN", self.host_binary())
                 .env("YOLO_EDGE_COMPONENT", self.component())
@@ -349,31 +343,17 @@ impl Repo {
         step("clippy (native crates)");
         run_cmd(
             cargo()
-                .args([
-                    "clippy",
-                    "--workspace",
-                    "--exclude",
-                    "yolo-edge-function",
-                    "--all-targets",
-                    "--",
-                    "-D",
-                    "warnings",
-                ])
+                .args(["clippy", "--workspace", "--all-targets"])
+                .args(WASM_CRATES.iter().flat_map(|c| ["--exclude", c]))
+                .args(["--", "-D", "warnings"])
                 .current_dir(&self.root),
         )?;
-        step("clippy (the function, wasm32-wasip2)");
+        step("clippy (the wasm32-wasip2 components)");
         run_cmd(
             cargo()
-                .args([
-                    "clippy",
-                    "-p",
-                    "yolo-edge-function",
-                    "--target",
-                    "wasm32-wasip2",
-                    "--",
-                    "-D",
-                    "warnings",
-                ])
+                .args(["clippy", "--target", "wasm32-wasip2"])
+                .args(WASM_CRATES.iter().flat_map(|c| ["-p", c]))
+                .args(["--", "-D", "warnings"])
                 .current_dir(&self.root),
         )
     }
