@@ -60,7 +60,7 @@ pub async fn handle(app: Arc<App>, req: Request<Incoming>, peer: SocketAddr) -> 
             if declared_too_large(&parts, app.max_body_bytes).is_none() {
                 discard_body(body, app.max_body_bytes).await;
             }
-            return refusal;
+            return *refusal;
         }
     };
     if let Some(refused) = declared_too_large(&parts, app.max_body_bytes) {
@@ -139,7 +139,7 @@ pub async fn handle(app: Arc<App>, req: Request<Incoming>, peer: SocketAddr) -> 
 }
 
 /// Authenticate the caller and check that the balance covers a call.
-fn admit(app: &App, parts: &Parts) -> Result<Caller, Reply> {
+fn admit(app: &App, parts: &Parts) -> Result<Caller, Box<Reply>> {
     let authorization = parts
         .headers
         .get(header::AUTHORIZATION)
@@ -152,7 +152,7 @@ fn admit(app: &App, parts: &Parts) -> Result<Caller, Reply> {
     let balance = app
         .db
         .balance(&caller.tenant)
-        .map_err(|e| unavailable(&e))?
+        .map_err(|e| Box::new(unavailable(&e)))?
         .unwrap_or(0);
     if balance < i64::try_from(price).unwrap_or(i64::MAX) {
         let mut r = json_error(&ApiError::new(
@@ -163,7 +163,7 @@ fn admit(app: &App, parts: &Parts) -> Result<Caller, Reply> {
             ),
         ));
         set_header(&mut r, headers::BALANCE, balance.to_string());
-        return Err(r);
+        return Err(Box::new(r));
     }
     Ok(caller)
 }
