@@ -19,10 +19,7 @@ pub struct DecodeLimits {
 impl Default for DecodeLimits {
     /// 16 384 px a side and 40 megapixels: any real photograph, not a decompression bomb.
     fn default() -> Self {
-        Self {
-            max_side: 16_384,
-            max_pixels: 40_000_000,
-        }
+        Self { max_side: 16_384, max_pixels: 40_000_000 }
     }
 }
 
@@ -46,6 +43,17 @@ pub fn decode_rgb(bytes: &[u8], limits: DecodeLimits) -> Result<RgbImage, ApiErr
             },
         )
     })?;
+    if format == ImageFormat::Jpeg && !jpeg_is_complete(bytes) {
+        return Err(ApiError::new(
+            ErrorCode::UndecodableImage,
+            "the JPEG is truncated: its image data ends without an end-of-image marker",
+        ));
+    }
+    // The header alone first: a decompression bomb is refused before any decoder buffer exists.
+    let mut probe = ImageReader::with_format(Cursor::new(bytes), format);
+    probe.no_limits(); // reading the header allocates nothing; our own check follows
+    let (w, h) = probe.into_dimensions().map_err(|e| map_image_error(e, limits))?;
+    check_size(w, h, limits)?;
     let mut reader = ImageReader::with_format(Cursor::new(bytes), format);
     let mut decoder_limits = Limits::default();
     decoder_limits.max_image_width = Some(limits.max_side);
@@ -53,14 +61,8 @@ pub fn decode_rgb(bytes: &[u8], limits: DecodeLimits) -> Result<RgbImage, ApiErr
     // Room for the decoded pixels (up to 16-bit RGBA) plus the decoder's own buffers.
     decoder_limits.max_alloc = Some(limits.max_pixels.saturating_mul(8).saturating_add(64 << 20));
     reader.limits(decoder_limits);
-    let mut decoder = reader
-        .into_decoder()
-        .map_err(|e| map_image_error(e, limits))?;
-    let (w, h) = decoder.dimensions();
-    check_size(w, h, limits)?;
-    let orientation = decoder
-        .orientation()
-        .unwrap_or(image::metadata::Orientation::NoTransforms);
+    let mut decoder = reader.into_decoder().map_err(|e| map_image_error(e, limits))?;
+    let orientation = decoder.orientation().unwrap_or(image::metadata::Orientation::NoTransforms);
     let mut img = DynamicImage::from_decoder(decoder).map_err(|e| map_image_error(e, limits))?;
     img.apply_orientation(orientation);
     Ok(match img {
@@ -69,15 +71,61 @@ pub fn decode_rgb(bytes: &[u8], limits: DecodeLimits) -> Result<RgbImage, ApiErr
     })
 }
 
+/// Whether a JPEG stream is whole: walking its marker segments from SOI, every scan's
+/// entropy-coded data is followed by another marker, and the stream reaches EOI. (The
+/// `image` crate's decoder fills a truncated JPEG with grey and reports success; Pillow
+/// refuses it, and so do we.)
+pub fn jpeg_is_complete(bytes: &[u8]) -> bool {
+    if !bytes.starts_with(&[0xFF, 0xD8]) {
+        return false;
+    }
+    let mut i = 2;
+    loop {
+        // Find the next marker (skipping fill bytes 0xFF).
+        while i < bytes.len() && bytes[i] != 0xFF {
+            i += 1;
+        }
+        while i < bytes.len() && bytes[i] == 0xFF {
+            i += 1;
+        }
+        let Some(&marker) = bytes.get(i) else { return false };
+        i += 1;
+        match marker {
+            0xD9 => return true,            // EOI
+            0x01 | 0xD0..=0xD7 => continue, // TEM, RSTn: no length
+            0x00 => continue,               // stuffed byte outside a scan: tolerate
+            _ => {
+                let Some(len) = bytes.get(i..i + 2).map(|b| usize::from(u16::from_be_bytes([b[0], b[1]]))) else {
+                    return false;
+                };
+                if len < 2 || i + len > bytes.len() {
+                    return false;
+                }
+                i += len;
+                if marker == 0xDA {
+                    // SOS: entropy-coded data runs until a marker other than a stuffed 0xFF00 or RSTn.
+                    loop {
+                        while i < bytes.len() && bytes[i] != 0xFF {
+                            i += 1;
+                        }
+                        match bytes.get(i + 1) {
+                            None => return false,
+                            Some(0x00 | 0xD0..=0xD7) => i += 2,
+                            Some(0xFF) => i += 1,
+                            Some(_) => break,
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
 fn check_size(w: u32, h: u32, limits: DecodeLimits) -> Result<(), ApiError> {
     if w == 0 || h == 0 {
-        return Err(ApiError::new(
-            ErrorCode::UndecodableImage,
-            format!("the image is empty ({w}x{h})"),
-        ));
+        return Err(ApiError::new(ErrorCode::UndecodableImage, format!("the image is empty ({w}x{h})")));
     }
-    if w > limits.max_side || h > limits.max_side || u64::from(w) * u64::from(h) > limits.max_pixels
-    {
+    if w > limits.max_side || h > limits.max_side || u64::from(w) * u64::from(h) > limits.max_pixels {
         return Err(ApiError::new(
             ErrorCode::ImageTooLarge,
             format!(
@@ -100,10 +148,7 @@ fn map_image_error(e: image::ImageError, limits: DecodeLimits) -> ApiError {
                 limits.max_pixels as f64 / 1e6
             ),
         ),
-        other => ApiError::new(
-            ErrorCode::UndecodableImage,
-            format!("the image could not be decoded: {other}"),
-        ),
+        other => ApiError::new(ErrorCode::UndecodableImage, format!("the image could not be decoded: {other}")),
     }
 }
 
@@ -115,12 +160,7 @@ mod tests {
     fn png(img: &RgbImage) -> Vec<u8> {
         let mut out = Vec::new();
         image::codecs::png::PngEncoder::new(&mut out)
-            .write_image(
-                img.as_raw(),
-                img.width(),
-                img.height(),
-                image::ExtendedColorType::Rgb8,
-            )
+            .write_image(img.as_raw(), img.width(), img.height(), image::ExtendedColorType::Rgb8)
             .unwrap();
         out
     }
@@ -164,18 +204,29 @@ mod tests {
     }
 
     #[test]
+    fn truncated_jpegs_are_caught() {
+        let img = RgbImage::from_fn(64, 48, |x, y| Rgb([x as u8 * 4, y as u8 * 5, 90]));
+        let mut jpeg = Vec::new();
+        image::codecs::jpeg::JpegEncoder::new_with_quality(&mut jpeg, 90)
+            .write_image(img.as_raw(), 64, 48, image::ExtendedColorType::Rgb8)
+            .unwrap();
+        assert!(jpeg_is_complete(&jpeg));
+        let mut with_trailer = jpeg.clone();
+        with_trailer.extend_from_slice(b"camera trailer bytes");
+        assert!(jpeg_is_complete(&with_trailer), "data after EOI is fine");
+        for cut in [jpeg.len() - 2, jpeg.len() / 2, 30, 3] {
+            assert!(!jpeg_is_complete(&jpeg[..cut]), "cut at {cut}");
+            assert_eq!(decode_rgb(&jpeg[..cut], DecodeLimits::default()).unwrap_err().status(), 422);
+        }
+    }
+
+    #[test]
     fn refuses_oversized_images_before_decoding() {
         let img = RgbImage::from_pixel(300, 200, Rgb([9, 9, 9]));
         let bytes = png(&img);
-        let small = DecodeLimits {
-            max_side: 250,
-            max_pixels: 1_000_000,
-        };
+        let small = DecodeLimits { max_side: 250, max_pixels: 1_000_000 };
         assert_eq!(decode_rgb(&bytes, small).unwrap_err().status(), 413);
-        let few = DecodeLimits {
-            max_side: 1000,
-            max_pixels: 50_000,
-        };
+        let few = DecodeLimits { max_side: 1000, max_pixels: 50_000 };
         assert_eq!(decode_rgb(&bytes, few).unwrap_err().status(), 413);
     }
 }

@@ -47,6 +47,18 @@ pub enum ErrorCode {
     InferenceFailed,
     /// The function itself failed (a trap or panic in the guest) without answering.
     FunctionFailed,
+    /// The invocation passed its wall-clock deadline and was stopped.
+    FunctionTimeout,
+    /// The invocation burnt its whole fuel budget and was stopped.
+    FuelExhausted,
+    /// One inference ran past its deadline and was stopped.
+    InferenceTimeout,
+    /// Every instance slot is busy and the wait queue is full or too slow.
+    Overloaded,
+    /// The tenant sends requests faster than its rate limit.
+    RateLimited,
+    /// The tenant has too many requests in flight.
+    ConcurrencyLimited,
     /// Anything else that went wrong on the server side.
     Internal,
 }
@@ -55,11 +67,9 @@ impl ErrorCode {
     /// The HTTP status that goes with this code.
     pub fn status(self) -> u16 {
         match self {
-            Self::InvalidJson
-            | Self::InvalidRequest
-            | Self::InvalidBase64
-            | Self::InvalidOption
-            | Self::EmptyBody => 400,
+            Self::InvalidJson | Self::InvalidRequest | Self::InvalidBase64 | Self::InvalidOption | Self::EmptyBody => {
+                400
+            }
             Self::Unauthorized => 401,
             Self::InsufficientBalance => 402,
             Self::KeyRevoked => 403,
@@ -68,9 +78,10 @@ impl ErrorCode {
             Self::PayloadTooLarge | Self::ImageTooLarge => 413,
             Self::UnsupportedMediaType => 415,
             Self::UndecodableImage | Self::IdempotencyKeyReused => 422,
-            Self::ModelInvalid | Self::InferenceFailed | Self::FunctionFailed | Self::Internal => {
-                500
-            }
+            Self::RateLimited | Self::ConcurrencyLimited => 429,
+            Self::Overloaded => 503,
+            Self::FunctionTimeout | Self::FuelExhausted | Self::InferenceTimeout => 504,
+            Self::ModelInvalid | Self::InferenceFailed | Self::FunctionFailed | Self::Internal => 500,
         }
     }
 
@@ -96,6 +107,12 @@ impl ErrorCode {
             Self::ModelInvalid => "model_invalid",
             Self::InferenceFailed => "inference_failed",
             Self::FunctionFailed => "function_failed",
+            Self::FunctionTimeout => "function_timeout",
+            Self::FuelExhausted => "fuel_exhausted",
+            Self::InferenceTimeout => "inference_timeout",
+            Self::Overloaded => "overloaded",
+            Self::RateLimited => "rate_limited",
+            Self::ConcurrencyLimited => "concurrency_limited",
             Self::Internal => "internal",
         }
     }
@@ -113,10 +130,7 @@ pub struct ApiError {
 impl ApiError {
     /// Make an error with a code and a message.
     pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
-        Self {
-            code,
-            message: message.into(),
-        }
+        Self { code, message: message.into() }
     }
 
     /// The HTTP status of this error.
@@ -135,13 +149,7 @@ impl ApiError {
 
 impl fmt::Display for ApiError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{} ({}): {}",
-            self.code.as_str(),
-            self.status(),
-            self.message
-        )
+        write!(f, "{} ({}): {}", self.code.as_str(), self.status(), self.message)
     }
 }
 
@@ -168,6 +176,10 @@ mod tests {
             (ErrorCode::UnsupportedMediaType, 415),
             (ErrorCode::UndecodableImage, 422),
             (ErrorCode::InferenceFailed, 500),
+            (ErrorCode::RateLimited, 429),
+            (ErrorCode::Overloaded, 503),
+            (ErrorCode::FunctionTimeout, 504),
+            (ErrorCode::InferenceTimeout, 504),
         ];
         for (code, status) in cases {
             assert_eq!(code.status(), status, "{code:?}");

@@ -30,10 +30,8 @@ impl Letterbox {
     /// The geometry of fitting `src` into `dst`: scale `min(dw/sw, dh/sh)`, sizes rounded
     /// half up, padding split evenly with the odd pixel on the right / bottom.
     pub fn fit(src_width: u32, src_height: u32, dst_width: u32, dst_height: u32) -> Self {
-        let scale = f64::min(
-            f64::from(dst_width) / f64::from(src_width),
-            f64::from(dst_height) / f64::from(src_height),
-        );
+        let scale =
+            f64::min(f64::from(dst_width) / f64::from(src_width), f64::from(dst_height) / f64::from(src_height));
         let round = |v: u32, max: u32| ((f64::from(v) * scale + 0.5).floor() as u32).clamp(1, max);
         let width = round(src_width, dst_width);
         let height = round(src_height, dst_height);
@@ -77,11 +75,8 @@ pub fn letterbox(img: &RgbImage, width: u32, height: u32, color: [u8; 3]) -> (Ve
     let (g_plane, b_plane) = rest.split_at_mut(plane);
     for (y, row) in resized.as_raw().chunks_exact(rw * 3).enumerate() {
         let start = (top + y) * w + left;
-        let (r, g, b) = (
-            &mut r_plane[start..start + rw],
-            &mut g_plane[start..start + rw],
-            &mut b_plane[start..start + rw],
-        );
+        let (r, g, b) =
+            (&mut r_plane[start..start + rw], &mut g_plane[start..start + rw], &mut b_plane[start..start + rw]);
         for (x, px) in row.chunks_exact(3).enumerate() {
             r[x] = f32::from(px[0]) / 255.0;
             g[x] = f32::from(px[1]) / 255.0;
@@ -98,10 +93,7 @@ pub fn f32_to_le_bytes(values: &[f32]) -> Vec<u8> {
 
 /// `f32` values from little-endian bytes (trailing bytes that do not fill an `f32` are ignored).
 pub fn f32_from_le_bytes(bytes: &[u8]) -> Vec<f32> {
-    bytes
-        .chunks_exact(4)
-        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-        .collect()
+    bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect()
 }
 
 #[cfg(test)]
@@ -111,45 +103,25 @@ mod tests {
 
     fn pattern() -> RgbImage {
         RgbImage::from_fn(37, 23, |x, y| {
-            Rgb([
-                ((x * 7 + y * 3) % 256) as u8,
-                ((x * x + y * 11) % 256) as u8,
-                ((x * y * 5 + 17) % 256) as u8,
-            ])
+            Rgb([((x * 7 + y * 3) % 256) as u8, ((x * x + y * 11) % 256) as u8, ((x * y * 5 + 17) % 256) as u8])
         })
     }
 
     fn assert_close_to_pillow(w: u32, h: u32, expected: &[u8]) {
         let ours = resize_bilinear(&pattern(), w, h);
         assert_eq!(ours.as_raw().len(), expected.len());
-        let differing = ours
-            .as_raw()
-            .iter()
-            .zip(expected)
-            .filter(|(a, b)| a != b)
-            .count();
-        assert_eq!(
-            differing, 0,
-            "{w}x{h}: {differing} values differ from Pillow"
-        );
+        let differing = ours.as_raw().iter().zip(expected).filter(|(a, b)| a != b).count();
+        assert_eq!(differing, 0, "{w}x{h}: {differing} values differ from Pillow");
     }
 
     #[test]
     fn shrinking_matches_pillow_antialiased_bilinear() {
-        assert_close_to_pillow(
-            16,
-            10,
-            include_bytes!("../testdata/pillow-bilinear-37x23-to-16x10.rgb"),
-        );
+        assert_close_to_pillow(16, 10, include_bytes!("../testdata/pillow-bilinear-37x23-to-16x10.rgb"));
     }
 
     #[test]
     fn enlarging_matches_pillow_bilinear() {
-        assert_close_to_pillow(
-            50,
-            31,
-            include_bytes!("../testdata/pillow-bilinear-37x23-to-50x31.rgb"),
-        );
+        assert_close_to_pillow(50, 31, include_bytes!("../testdata/pillow-bilinear-37x23-to-50x31.rgb"));
     }
 
     #[test]

@@ -57,9 +57,7 @@ pub struct LetterboxSpec {
 
 impl Default for LetterboxSpec {
     fn default() -> Self {
-        Self {
-            color: [114, 114, 114],
-        }
+        Self { color: [114, 114, 114] }
     }
 }
 
@@ -94,12 +92,8 @@ fn default_labels() -> String {
 impl ModelMetadata {
     /// Parse and check `metadata.json`.
     pub fn parse(json: &[u8]) -> Result<Self, ApiError> {
-        let meta: Self = serde_json::from_slice(json).map_err(|e| {
-            ApiError::new(
-                ErrorCode::ModelInvalid,
-                format!("metadata.json is invalid: {e}"),
-            )
-        })?;
+        let meta: Self = serde_json::from_slice(json)
+            .map_err(|e| ApiError::new(ErrorCode::ModelInvalid, format!("metadata.json is invalid: {e}")))?;
         if meta.input.width == 0 || meta.input.height == 0 || meta.output.classes == 0 {
             return Err(ApiError::new(
                 ErrorCode::ModelInvalid,
@@ -125,10 +119,7 @@ impl Labels {
         if names.len() != expected {
             return Err(ApiError::new(
                 ErrorCode::ModelInvalid,
-                format!(
-                    "labels file has {} names but the model has {expected} classes",
-                    names.len()
-                ),
+                format!("labels file has {} names but the model has {expected} classes", names.len()),
             ));
         }
         Ok(Self(names))
@@ -166,10 +157,7 @@ mod tests {
         assert_eq!((m.input.width, m.input.height), (416, 416));
         assert_eq!(m.letterbox.color, [114, 114, 114]);
         let v8 = META.replace("yolov5", "yolov8");
-        assert_eq!(
-            ModelMetadata::parse(v8.as_bytes()).unwrap().output.layout,
-            OutputLayout::Yolov8
-        );
+        assert_eq!(ModelMetadata::parse(v8.as_bytes()).unwrap().output.layout, OutputLayout::Yolov8);
     }
 
     #[test]

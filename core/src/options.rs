@@ -33,13 +33,7 @@ pub struct DetectOptions {
 
 impl Default for DetectOptions {
     fn default() -> Self {
-        Self {
-            conf: DEFAULT_CONF,
-            iou: DEFAULT_IOU,
-            max_det: DEFAULT_MAX_DET,
-            classes: None,
-            model: None,
-        }
+        Self { conf: DEFAULT_CONF, iou: DEFAULT_IOU, max_det: DEFAULT_MAX_DET, classes: None, model: None }
     }
 }
 
@@ -51,9 +45,7 @@ fn unit_interval(name: &str, v: f64) -> Result<f32, ApiError> {
     if v.is_finite() && (0.0..=1.0).contains(&v) {
         Ok(v as f32)
     } else {
-        Err(invalid(format!(
-            "{name} must be a number in [0, 1], got {v}"
-        )))
+        Err(invalid(format!("{name} must be a number in [0, 1], got {v}")))
     }
 }
 
@@ -61,9 +53,7 @@ fn max_det(v: u64) -> Result<usize, ApiError> {
     if (1..=MAX_MAX_DET as u64).contains(&v) {
         Ok(v as usize)
     } else {
-        Err(invalid(format!(
-            "max_det must be an integer in [1, {MAX_MAX_DET}], got {v}"
-        )))
+        Err(invalid(format!("max_det must be an integer in [1, {MAX_MAX_DET}], got {v}")))
     }
 }
 
@@ -73,9 +63,7 @@ pub fn validate_model_name(name: &str) -> Result<(), ApiError> {
     let ok = !name.is_empty()
         && name.len() <= 64
         && !name.starts_with('.')
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
     if ok {
         Ok(())
     } else {
@@ -93,11 +81,7 @@ impl DetectOptions {
     }
 
     /// Like [`DetectOptions::from_json`], but on top of `self`: the fields present override.
-    pub fn with_json(
-        self,
-        obj: &Map<String, Value>,
-        also_allowed: &[&str],
-    ) -> Result<Self, ApiError> {
+    pub fn with_json(self, obj: &Map<String, Value>, also_allowed: &[&str]) -> Result<Self, ApiError> {
         let mut o = self;
         for (key, value) in obj {
             match key.as_str() {
@@ -105,17 +89,13 @@ impl DetectOptions {
                 "iou" => o.iou = unit_interval("iou", json_number("iou", value)?)?,
                 "max_det" => {
                     let n = value.as_u64().ok_or_else(|| {
-                        invalid(format!(
-                            "max_det must be an integer in [1, {MAX_MAX_DET}], got {value}"
-                        ))
+                        invalid(format!("max_det must be an integer in [1, {MAX_MAX_DET}], got {value}"))
                     })?;
                     o.max_det = max_det(n)?;
                 }
                 "classes" => o.classes = json_classes(value)?,
                 "model" => {
-                    let name = value
-                        .as_str()
-                        .ok_or_else(|| invalid(format!("model must be a string, got {value}")))?;
+                    let name = value.as_str().ok_or_else(|| invalid(format!("model must be a string, got {value}")))?;
                     validate_model_name(name)?;
                     o.model = Some(name.to_owned());
                 }
@@ -142,9 +122,7 @@ impl DetectOptions {
                 "iou" => o.iou = unit_interval("iou", query_number("iou", &value)?)?,
                 "max_det" => {
                     let n = value.parse::<u64>().map_err(|_| {
-                        invalid(format!(
-                            "max_det must be an integer in [1, {MAX_MAX_DET}], got {value:?}"
-                        ))
+                        invalid(format!("max_det must be an integer in [1, {MAX_MAX_DET}], got {value:?}"))
                     })?;
                     o.max_det = max_det(n)?;
                 }
@@ -161,12 +139,7 @@ impl DetectOptions {
 
     /// Check `classes` against the number of classes the model has.
     pub fn check_classes(&self, num_classes: usize) -> Result<(), ApiError> {
-        if let Some(bad) = self
-            .classes
-            .iter()
-            .flatten()
-            .find(|&&c| c as usize >= num_classes)
-        {
+        if let Some(bad) = self.classes.iter().flatten().find(|&&c| c as usize >= num_classes) {
             return Err(invalid(format!(
                 "class id {bad} does not exist: the model has classes 0..{}",
                 num_classes.saturating_sub(1)
@@ -179,39 +152,23 @@ impl DetectOptions {
 fn unknown_field(name: &str, also_allowed: &[&str]) -> ApiError {
     let mut known: Vec<&str> = also_allowed.to_vec();
     known.extend(OPTION_NAMES);
-    invalid(format!(
-        "unknown option {name:?}; known options are {}",
-        known.join(", ")
-    ))
+    invalid(format!("unknown option {name:?}; known options are {}", known.join(", ")))
 }
 
 fn json_number(name: &str, value: &Value) -> Result<f64, ApiError> {
-    value
-        .as_f64()
-        .ok_or_else(|| invalid(format!("{name} must be a number in [0, 1], got {value}")))
+    value.as_f64().ok_or_else(|| invalid(format!("{name} must be a number in [0, 1], got {value}")))
 }
 
 fn query_number(name: &str, value: &str) -> Result<f64, ApiError> {
-    value
-        .trim()
-        .parse::<f64>()
-        .map_err(|_| invalid(format!("{name} must be a number in [0, 1], got {value:?}")))
+    value.trim().parse::<f64>().map_err(|_| invalid(format!("{name} must be a number in [0, 1], got {value:?}")))
 }
 
 fn json_classes(value: &Value) -> Result<Option<Vec<u32>>, ApiError> {
-    let err = || {
-        invalid(format!(
-            "classes must be a list of non-negative class ids, got {value}"
-        ))
-    };
+    let err = || invalid(format!("classes must be a list of non-negative class ids, got {value}"));
     let list = value.as_array().ok_or_else(err)?;
     let ids = list
         .iter()
-        .map(|v| {
-            v.as_u64()
-                .and_then(|n| u32::try_from(n).ok())
-                .ok_or_else(err)
-        })
+        .map(|v| v.as_u64().and_then(|n| u32::try_from(n).ok()).ok_or_else(err))
         .collect::<Result<Vec<_>, _>>()?;
     Ok(Some(ids))
 }
@@ -220,11 +177,9 @@ fn query_classes(value: &str) -> Result<Option<Vec<u32>>, ApiError> {
     let ids = value
         .split(',')
         .map(|s| {
-            s.trim().parse::<u32>().map_err(|_| {
-                invalid(format!(
-                    "classes must be comma-separated non-negative class ids, got {value:?}"
-                ))
-            })
+            s.trim()
+                .parse::<u32>()
+                .map_err(|_| invalid(format!("classes must be comma-separated non-negative class ids, got {value:?}")))
         })
         .collect::<Result<Vec<_>, _>>()?;
     Ok(Some(ids))
@@ -283,21 +238,14 @@ mod tests {
 
     #[test]
     fn query_options_are_read() {
-        let o =
-            DetectOptions::from_query("conf=0.3&classes=0,2&max_det=5&iou=0.5&model=m-1").unwrap();
+        let o = DetectOptions::from_query("conf=0.3&classes=0,2&max_det=5&iou=0.5&model=m-1").unwrap();
         assert_eq!(o.conf, 0.3);
         assert_eq!(o.classes, Some(vec![0, 2]));
         assert_eq!(o.max_det, 5);
         assert_eq!(o.iou, 0.5);
         assert_eq!(o.model.as_deref(), Some("m-1"));
-        assert_eq!(
-            DetectOptions::from_query("").unwrap(),
-            DetectOptions::default()
-        );
-        assert_eq!(
-            DetectOptions::from_query("classes=0%2C2").unwrap().classes,
-            Some(vec![0, 2])
-        );
+        assert_eq!(DetectOptions::from_query("").unwrap(), DetectOptions::default());
+        assert_eq!(DetectOptions::from_query("classes=0%2C2").unwrap().classes, Some(vec![0, 2]));
     }
 
     #[test]
@@ -342,10 +290,7 @@ mod tests {
 
     #[test]
     fn classes_are_checked_against_the_model() {
-        let o = DetectOptions {
-            classes: Some(vec![0, 80]),
-            ..Default::default()
-        };
+        let o = DetectOptions { classes: Some(vec![0, 80]), ..Default::default() };
         assert!(o.check_classes(81).is_ok());
         let e = o.check_classes(80).unwrap_err();
         assert!(e.message.contains("80"), "{}", e.message);
@@ -356,16 +301,7 @@ mod tests {
         for ok in ["yolov3-tiny", "a", "m_1.v2"] {
             validate_model_name(ok).unwrap();
         }
-        for bad in [
-            "",
-            ".",
-            "..",
-            ".hidden",
-            "a/b",
-            "a\\b",
-            "a b",
-            &"x".repeat(65),
-        ] {
+        for bad in ["", ".", "..", ".hidden", "a/b", "a\\b", "a b", &"x".repeat(65)] {
             assert!(validate_model_name(bad).is_err(), "{bad:?}");
         }
     }

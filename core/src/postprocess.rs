@@ -50,12 +50,7 @@ pub fn candidates(
         OutputLayout::Yolov8 => data[k * boxes + i],
     };
     let first_class = attrs - num_classes;
-    let wanted = |c: usize| {
-        options
-            .classes
-            .as_ref()
-            .is_none_or(|list| list.contains(&(c as u32)))
-    };
+    let wanted = |c: usize| options.classes.as_ref().is_none_or(|list| list.contains(&(c as u32)));
     let mut out = Vec::new();
     for i in 0..boxes {
         let objectness = match layout {
@@ -129,9 +124,7 @@ pub fn nms(mut candidates: Vec<Candidate>, iou_threshold: f32, max_det: usize) -
         if kept.len() >= max_det {
             break;
         }
-        let suppressed = kept
-            .iter()
-            .any(|k| k.class_id == c.class_id && iou(&k.bbox, &c.bbox) > iou_threshold);
+        let suppressed = kept.iter().any(|k| k.class_id == c.class_id && iou(&k.bbox, &c.bbox) > iou_threshold);
         if !suppressed {
             kept.push(c);
         }
@@ -151,14 +144,7 @@ pub fn detections(
     let found = candidates(layout, data, dims, labels.len(), options)?;
     Ok(nms(found, options.iou, options.max_det)
         .into_iter()
-        .map(|c| {
-            Detection::new(
-                c.class_id,
-                labels.name(c.class_id as usize),
-                c.score,
-                letterbox.to_original(c.bbox),
-            )
-        })
+        .map(|c| Detection::new(c.class_id, labels.name(c.class_id as usize), c.score, letterbox.to_original(c.bbox)))
         .collect())
 }
 
@@ -167,10 +153,7 @@ mod tests {
     use super::*;
 
     fn opts(conf: f32) -> DetectOptions {
-        DetectOptions {
-            conf,
-            ..Default::default()
-        }
+        DetectOptions { conf, ..Default::default() }
     }
 
     /// Two classes; rows are cx, cy, w, h, obj, c0, c1.
@@ -213,10 +196,7 @@ mod tests {
     #[test]
     fn class_filter() {
         let data: Vec<f32> = v5_rows().concat();
-        let o = DetectOptions {
-            classes: Some(vec![0]),
-            ..opts(0.25)
-        };
+        let o = DetectOptions { classes: Some(vec![0]), ..opts(0.25) };
         let c = candidates(OutputLayout::Yolov5, &data, &[1, 5, 7], 2, &o).unwrap();
         assert_eq!(c.len(), 1);
         assert_eq!(c[0].class_id, 0);
@@ -247,10 +227,7 @@ mod tests {
         let c = candidates(OutputLayout::Yolov5, &data, &[1, 5, 7], 2, &opts(0.25)).unwrap();
         let kept = nms(c.clone(), 0.45, 100);
         // The second class-1 box overlaps the first (IoU 0.818) and goes; the class-0 box stays.
-        assert_eq!(
-            kept.iter().map(|k| k.class_id).collect::<Vec<_>>(),
-            vec![1, 0]
-        );
+        assert_eq!(kept.iter().map(|k| k.class_id).collect::<Vec<_>>(), vec![1, 0]);
         assert!(kept[0].score >= kept[1].score);
         // With a threshold above their IoU, both class-1 boxes stay.
         assert_eq!(nms(c.clone(), 0.9, 100).len(), 3);

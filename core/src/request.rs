@@ -41,15 +41,8 @@ pub enum BodyForm {
 /// Decide the body form from the `Content-Type` (parameters such as `charset` ignored),
 /// sniffing the body when there is none.
 pub fn body_form(content_type: Option<&str>, body: &[u8]) -> Result<BodyForm, ApiError> {
-    let media = content_type
-        .map(|ct| {
-            ct.split(';')
-                .next()
-                .unwrap_or("")
-                .trim()
-                .to_ascii_lowercase()
-        })
-        .filter(|m| !m.is_empty());
+    let media =
+        content_type.map(|ct| ct.split(';').next().unwrap_or("").trim().to_ascii_lowercase()).filter(|m| !m.is_empty());
     match media.as_deref() {
         Some("application/json") => Ok(BodyForm::Json),
         Some(m) if IMAGE_MEDIA_TYPES.contains(&m) => Ok(BodyForm::Image),
@@ -91,29 +84,19 @@ pub fn parse_detect_request<'a>(
         ));
     }
     match body_form(content_type, body)? {
-        BodyForm::Image => Ok(DetectRequest {
-            image: Cow::Borrowed(body),
-            options: DetectOptions::from_query(query)?,
-        }),
+        BodyForm::Image => Ok(DetectRequest { image: Cow::Borrowed(body), options: DetectOptions::from_query(query)? }),
         BodyForm::Json => {
-            let value: Value = serde_json::from_slice(body).map_err(|e| {
-                ApiError::new(
-                    ErrorCode::InvalidJson,
-                    format!("the body is not valid JSON: {e}"),
-                )
-            })?;
-            let obj = value.as_object().ok_or_else(|| {
-                ApiError::new(ErrorCode::InvalidJson, "the JSON body must be an object")
-            })?;
+            let value: Value = serde_json::from_slice(body)
+                .map_err(|e| ApiError::new(ErrorCode::InvalidJson, format!("the body is not valid JSON: {e}")))?;
+            let obj = value
+                .as_object()
+                .ok_or_else(|| ApiError::new(ErrorCode::InvalidJson, "the JSON body must be an object"))?;
             let image = match obj.get("image") {
                 Some(Value::String(s)) => decode_image_field(s)?,
                 Some(other) => {
                     return Err(ApiError::new(
                         ErrorCode::InvalidRequest,
-                        format!(
-                            "\"image\" must be a base64 string or a data: URL, got {}",
-                            type_name(other)
-                        ),
+                        format!("\"image\" must be a base64 string or a data: URL, got {}", type_name(other)),
                     ));
                 }
                 None => {
@@ -125,10 +108,7 @@ pub fn parse_detect_request<'a>(
             };
             // Query parameters are accepted too; a field in the JSON body wins over them.
             let options = DetectOptions::from_query(query)?.with_json(obj, &["image"])?;
-            Ok(DetectRequest {
-                image: Cow::Owned(image),
-                options,
-            })
+            Ok(DetectRequest { image: Cow::Owned(image), options })
         }
     }
 }
@@ -156,10 +136,7 @@ pub fn decode_image_field(field: &str) -> Result<Vec<u8>, ApiError> {
     let b64 = match field.strip_prefix("data:") {
         Some(rest) => {
             let (meta, payload) = rest.split_once(',').ok_or_else(|| {
-                ApiError::new(
-                    ErrorCode::InvalidBase64,
-                    "the data: URL has no ',' before its payload",
-                )
+                ApiError::new(ErrorCode::InvalidBase64, "the data: URL has no ',' before its payload")
             })?;
             let mut parts = meta.split(';');
             let media = parts.next().unwrap_or("").trim().to_ascii_lowercase();
@@ -169,10 +146,7 @@ pub fn decode_image_field(field: &str) -> Result<Vec<u8>, ApiError> {
                     "the data: URL must be base64-encoded (data:image/...;base64,...)",
                 ));
             }
-            if !media.is_empty()
-                && !media.starts_with("image/")
-                && media != "application/octet-stream"
-            {
+            if !media.is_empty() && !media.starts_with("image/") && media != "application/octet-stream" {
                 return Err(ApiError::new(
                     ErrorCode::UnsupportedMediaType,
                     format!("the data: URL holds {media:?}, not an image"),
@@ -188,22 +162,12 @@ pub fn decode_image_field(field: &str) -> Result<Vec<u8>, ApiError> {
         Cow::Borrowed(b64)
     };
     if compact.is_empty() {
-        return Err(ApiError::new(
-            ErrorCode::InvalidBase64,
-            "\"image\" is empty",
-        ));
+        return Err(ApiError::new(ErrorCode::InvalidBase64, "\"image\" is empty"));
     }
-    let engine = if compact.contains(['-', '_']) {
-        &URL_SAFE
-    } else {
-        &STANDARD
-    };
-    engine.decode(compact.as_bytes()).map_err(|e| {
-        ApiError::new(
-            ErrorCode::InvalidBase64,
-            format!("\"image\" is not valid base64: {e}"),
-        )
-    })
+    let engine = if compact.contains(['-', '_']) { &URL_SAFE } else { &STANDARD };
+    engine
+        .decode(compact.as_bytes())
+        .map_err(|e| ApiError::new(ErrorCode::InvalidBase64, format!("\"image\" is not valid base64: {e}")))
 }
 
 #[cfg(test)]
@@ -215,10 +179,7 @@ mod tests {
 
     #[test]
     fn content_types() {
-        assert_eq!(
-            body_form(Some("application/json; charset=utf-8"), b"{}").unwrap(),
-            BodyForm::Json
-        );
+        assert_eq!(body_form(Some("application/json; charset=utf-8"), b"{}").unwrap(), BodyForm::Json);
         assert_eq!(body_form(Some("IMAGE/PNG"), b"").unwrap(), BodyForm::Image);
         assert_eq!(body_form(Some("image/jpeg"), b"").unwrap(), BodyForm::Image);
         assert_eq!(body_form(Some("image/webp"), b"").unwrap(), BodyForm::Image);
@@ -269,59 +230,19 @@ mod tests {
             ("application/json", b"{not json", 400, "invalid_json"),
             ("application/json", b"[1,2]", 400, "invalid_json"),
             ("application/json", b"{}", 400, "invalid_request"),
-            (
-                "application/json",
-                br#"{"image": 5}"#,
-                400,
-                "invalid_request",
-            ),
-            (
-                "application/json",
-                br#"{"image": "!!!notbase64"}"#,
-                400,
-                "invalid_base64",
-            ),
-            (
-                "application/json",
-                br#"{"image": ""}"#,
-                400,
-                "invalid_base64",
-            ),
-            (
-                "application/json",
-                br#"{"image": "data:image/png,abcd"}"#,
-                400,
-                "invalid_base64",
-            ),
-            (
-                "application/json",
-                br#"{"image": "data:image/png;base64"}"#,
-                400,
-                "invalid_base64",
-            ),
-            (
-                "application/json",
-                br#"{"image": "data:text/plain;base64,aGk="}"#,
-                415,
-                "unsupported_media_type",
-            ),
-            (
-                "application/json",
-                br#"{"image": "aGk=", "conf": 7}"#,
-                400,
-                "invalid_option",
-            ),
+            ("application/json", br#"{"image": 5}"#, 400, "invalid_request"),
+            ("application/json", br#"{"image": "!!!notbase64"}"#, 400, "invalid_base64"),
+            ("application/json", br#"{"image": ""}"#, 400, "invalid_base64"),
+            ("application/json", br#"{"image": "data:image/png,abcd"}"#, 400, "invalid_base64"),
+            ("application/json", br#"{"image": "data:image/png;base64"}"#, 400, "invalid_base64"),
+            ("application/json", br#"{"image": "data:text/plain;base64,aGk="}"#, 415, "unsupported_media_type"),
+            ("application/json", br#"{"image": "aGk=", "conf": 7}"#, 400, "invalid_option"),
             ("image/png", b"", 400, "empty_body"),
             ("text/csv", b"a,b", 415, "unsupported_media_type"),
         ];
         for (ct, body, status, code) in cases {
             let e = parse_detect_request(Some(ct), "", body).unwrap_err();
-            assert_eq!(
-                (e.status(), e.code.as_str()),
-                (*status, *code),
-                "{ct} {:?}",
-                String::from_utf8_lossy(body)
-            );
+            assert_eq!((e.status(), e.code.as_str()), (*status, *code), "{ct} {:?}", String::from_utf8_lossy(body));
         }
         let e = parse_detect_request(Some("image/png"), "conf=2", PNG_MAGIC).unwrap_err();
         assert_eq!(e.code, ErrorCode::InvalidOption);
@@ -331,12 +252,7 @@ mod tests {
     fn json_options_win_over_query() {
         let b64 = general_purpose::STANDARD.encode(PNG_MAGIC);
         let body = format!(r#"{{"image":"{b64}","conf":0.6}}"#);
-        let r = parse_detect_request(
-            Some("application/json"),
-            "conf=0.1&max_det=4",
-            body.as_bytes(),
-        )
-        .unwrap();
+        let r = parse_detect_request(Some("application/json"), "conf=0.1&max_det=4", body.as_bytes()).unwrap();
         assert_eq!(r.options.conf, 0.6);
         assert_eq!(r.options.max_det, 4);
     }

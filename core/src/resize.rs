@@ -49,21 +49,12 @@ impl AxisWeights {
             for (dst, &w) in row.iter_mut().zip(&raw[..len]) {
                 let w = if total != 0.0 { w / total } else { w };
                 let fixed = w * f64::from(1u32 << PRECISION_BITS);
-                *dst = if w < 0.0 {
-                    (fixed - 0.5) as i32
-                } else {
-                    (fixed + 0.5) as i32
-                };
+                *dst = if w < 0.0 { (fixed - 0.5) as i32 } else { (fixed + 0.5) as i32 };
             }
             starts.push(min);
             lens.push(len);
         }
-        Self {
-            starts,
-            lens,
-            stride,
-            weights,
-        }
+        Self { starts, lens, stride, weights }
     }
 
     fn span(&self, i: usize) -> (usize, &[i32]) {
@@ -86,13 +77,7 @@ fn clip8(acc: i32) -> u8 {
 const HALF: i32 = 1 << (PRECISION_BITS - 1);
 
 /// Horizontal pass over rows `first_row .. first_row + rows` of `src` (`src_w` wide).
-fn horizontal(
-    src: &[u8],
-    src_w: usize,
-    first_row: usize,
-    rows: usize,
-    axis: &AxisWeights,
-) -> Vec<u8> {
+fn horizontal(src: &[u8], src_w: usize, first_row: usize, rows: usize, axis: &AxisWeights) -> Vec<u8> {
     let out_w = axis.starts.len();
     let mut out = vec![0u8; out_w * rows * 3];
     for (y, out_row) in out.chunks_exact_mut(out_w * 3).enumerate() {
@@ -100,10 +85,7 @@ fn horizontal(
         for (x, px) in out_row.chunks_exact_mut(3).enumerate() {
             let (start, weights) = axis.span(x);
             let (mut r, mut g, mut b) = (HALF, HALF, HALF);
-            for (s, &k) in row[start * 3..(start + weights.len()) * 3]
-                .chunks_exact(3)
-                .zip(weights)
-            {
+            for (s, &k) in row[start * 3..(start + weights.len()) * 3].chunks_exact(3).zip(weights) {
                 r += i32::from(s[0]) * k;
                 g += i32::from(s[1]) * k;
                 b += i32::from(s[2]) * k;
@@ -124,8 +106,7 @@ fn vertical(src: &[u8], width: usize, axis: &AxisWeights, row_offset: usize) -> 
         let (start, weights) = axis.span(y);
         acc.fill(HALF);
         for (j, &k) in weights.iter().enumerate() {
-            let row =
-                &src[(start - row_offset + j) * stride..(start - row_offset + j + 1) * stride];
+            let row = &src[(start - row_offset + j) * stride..(start - row_offset + j + 1) * stride];
             for (a, &s) in acc.iter_mut().zip(row) {
                 *a += i32::from(s) * k;
             }
@@ -150,18 +131,8 @@ pub fn resize_bilinear(img: &RgbImage, width: u32, height: u32) -> RgbImage {
     let need_horizontal = dst_w != src_w;
     let need_vertical = dst_h != src_h;
     let data = if need_horizontal {
-        let band = horizontal(
-            img.as_raw(),
-            src_w,
-            first_row,
-            last_row - first_row,
-            &columns,
-        );
-        if need_vertical {
-            vertical(&band, dst_w, &rows, first_row)
-        } else {
-            band
-        }
+        let band = horizontal(img.as_raw(), src_w, first_row, last_row - first_row, &columns);
+        if need_vertical { vertical(&band, dst_w, &rows, first_row) } else { band }
     } else {
         vertical(img.as_raw(), src_w, &rows, 0)
     };

@@ -57,22 +57,13 @@ pub struct DetectResponse {
 impl DetectResponse {
     /// Assemble the answer.
     pub fn new(detections: Vec<Detection>, model: &str, width: u32, height: u32) -> Self {
-        Self {
-            count: detections.len(),
-            detections,
-            model: model.to_owned(),
-            image: ImageSize { width, height },
-        }
+        Self { count: detections.len(), detections, model: model.to_owned(), image: ImageSize { width, height } }
     }
 
     /// Serialise to JSON.
     pub fn to_json(&self) -> String {
         serde_json::to_string(self).unwrap_or_else(|e| {
-            crate::ApiError::new(
-                crate::ErrorCode::Internal,
-                format!("serialising the answer failed: {e}"),
-            )
-            .to_json()
+            crate::ApiError::new(crate::ErrorCode::Internal, format!("serialising the answer failed: {e}")).to_json()
         })
     }
 }
@@ -83,12 +74,7 @@ mod tests {
 
     #[test]
     fn json_matches_the_documented_shape() {
-        let d = Detection::new(
-            41,
-            "cup",
-            0.595_589_8,
-            [148.754_64, 22.124_565, 428.015_3, 310.879_36],
-        );
+        let d = Detection::new(41, "cup", 0.595_589_8, [148.754_64, 22.124_565, 428.015_3, 310.879_36]);
         let r = DetectResponse::new(vec![d], "yolov3-tiny", 600, 400);
         let v: serde_json::Value = serde_json::from_str(&r.to_json()).unwrap();
         assert_eq!(

@@ -34,10 +34,7 @@ const DEFAULT_MODEL: &str = "yolov3-tiny";
 const DEFAULT_MAX_BODY_BYTES: usize = 20 << 20;
 
 fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
 }
 
 fn default_model() -> String {
@@ -45,24 +42,13 @@ fn default_model() -> String {
 }
 
 fn json(status: u16, body: String) -> Response {
-    Response::builder()
-        .status(status)
-        .header("content-type", "application/json")
-        .body(body)
-        .build()
+    Response::builder().status(status).header("content-type", "application/json").body(body).build()
 }
 
 fn error_response(e: &ApiError) -> Response {
     let mut r = json(e.status(), e.to_json());
     if e.code == ErrorCode::MethodNotAllowed {
-        r.set_header(
-            "allow",
-            if e.message.contains("/healthz") {
-                "GET"
-            } else {
-                "POST"
-            },
-        );
+        r.set_header("allow", if e.message.contains("/healthz") { "GET" } else { "POST" });
     }
     r
 }
@@ -91,10 +77,7 @@ fn handle(req: Request) -> Response {
         )),
         _ => error_response(&ApiError::new(
             ErrorCode::NotFound,
-            format!(
-                "no route for {:?}: the routes are POST /detect and GET /healthz",
-                req.path()
-            ),
+            format!("no route for {:?}: the routes are POST /detect and GET /healthz", req.path()),
         )),
     }
 }
@@ -123,34 +106,13 @@ fn detect(req: &Request) -> Result<(DetectResponse, u64), ApiError> {
     let image = decode_rgb(&request.image, limits)?;
     let (width, height) = image.dimensions();
     let meta = &model.metadata;
-    let (tensor, geometry) = letterbox(
-        &image,
-        meta.input.width,
-        meta.input.height,
-        meta.letterbox.color,
-    );
+    let (tensor, geometry) = letterbox(&image, meta.input.width, meta.input.height, meta.letterbox.color);
     drop(image);
 
     let dims = [1, 3, meta.input.height, meta.input.width];
-    let output = nn::infer(
-        &model_name,
-        &meta.input.name,
-        &dims,
-        f32_to_le_bytes(&tensor),
-        &meta.output.name,
-    )?;
-    let found = detections(
-        meta.output.layout,
-        &output.data,
-        &output.dims,
-        &model.labels,
-        &geometry,
-        &options,
-    )?;
-    Ok((
-        DetectResponse::new(found, &model_name, width, height),
-        u64::from(width) * u64::from(height),
-    ))
+    let output = nn::infer(&model_name, &meta.input.name, &dims, f32_to_le_bytes(&tensor), &meta.output.name)?;
+    let found = detections(meta.output.layout, &output.data, &output.dims, &model.labels, &geometry, &options)?;
+    Ok((DetectResponse::new(found, &model_name, width, height), u64::from(width) * u64::from(height)))
 }
 
 /// `GET /healthz`: status and the models visible under `/models`.

@@ -29,22 +29,13 @@ impl Model {
         let meta_bytes = std::fs::read(dir.join(METADATA_FILE)).map_err(|e| match e.kind() {
             std::io::ErrorKind::NotFound => ApiError::new(
                 ErrorCode::ModelNotFound,
-                format!(
-                    "model {name:?} does not exist (available: {})",
-                    list().join(", ")
-                ),
+                format!("model {name:?} does not exist (available: {})", list().join(", ")),
             ),
-            _ => ApiError::new(
-                ErrorCode::ModelInvalid,
-                format!("cannot read {}/{METADATA_FILE}: {e}", dir.display()),
-            ),
+            _ => ApiError::new(ErrorCode::ModelInvalid, format!("cannot read {}/{METADATA_FILE}: {e}", dir.display())),
         })?;
         let metadata = ModelMetadata::parse(&meta_bytes)?;
         let labels_text = std::fs::read_to_string(dir.join(&metadata.labels)).map_err(|e| {
-            ApiError::new(
-                ErrorCode::ModelInvalid,
-                format!("cannot read the labels of model {name:?}: {e}"),
-            )
+            ApiError::new(ErrorCode::ModelInvalid, format!("cannot read the labels of model {name:?}: {e}"))
         })?;
         let labels = Labels::parse(&labels_text, metadata.output.classes)?;
         Ok(Self { metadata, labels })

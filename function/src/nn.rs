@@ -26,15 +26,10 @@ fn nn_error(what: &str, model: &str, e: Error) -> ApiError {
     let code = e.code();
     let status = match code {
         NnCode::NotFound => ErrorCode::ModelNotFound,
+        NnCode::Timeout => ErrorCode::InferenceTimeout,
         _ => ErrorCode::InferenceFailed,
     };
-    ApiError::new(
-        status,
-        format!(
-            "wasi-nn {what} failed for model {model:?} ({code:?}): {}",
-            e.data()
-        ),
-    )
+    ApiError::new(status, format!("wasi-nn {what} failed for model {model:?} ({code:?}): {}", e.data()))
 }
 
 /// Load `model` by name, feed `input` as the tensor `input_name` and return `output_name`.
@@ -46,34 +41,21 @@ pub fn infer(
     output_name: &str,
 ) -> Result<Output, ApiError> {
     let graph = load_by_name(model).map_err(|e| nn_error("load-by-name", model, e))?;
-    let context = graph
-        .init_execution_context()
-        .map_err(|e| nn_error("init-execution-context", model, e))?;
+    let context = graph.init_execution_context().map_err(|e| nn_error("init-execution-context", model, e))?;
     let tensor = Tensor::new(dims, TensorType::Fp32, &input);
     drop(input);
-    let outputs = context
-        .compute(vec![(input_name.to_owned(), tensor)])
-        .map_err(|e| nn_error("compute", model, e))?;
-    let (_, tensor) = outputs
-        .into_iter()
-        .find(|(name, _)| name == output_name)
-        .ok_or_else(|| {
-            ApiError::new(
-                ErrorCode::ModelInvalid,
-                format!("model {model:?} returned no output tensor named {output_name:?}"),
-            )
-        })?;
+    let outputs = context.compute(vec![(input_name.to_owned(), tensor)]).map_err(|e| nn_error("compute", model, e))?;
+    let (_, tensor) = outputs.into_iter().find(|(name, _)| name == output_name).ok_or_else(|| {
+        ApiError::new(
+            ErrorCode::ModelInvalid,
+            format!("model {model:?} returned no output tensor named {output_name:?}"),
+        )
+    })?;
     if tensor.ty() != TensorType::Fp32 {
         return Err(ApiError::new(
             ErrorCode::ModelInvalid,
-            format!(
-                "output {output_name:?} of model {model:?} is {:?}, expected FP32",
-                tensor.ty()
-            ),
+            format!("output {output_name:?} of model {model:?} is {:?}, expected FP32", tensor.ty()),
         ));
     }
-    Ok(Output {
-        dims: tensor.dimensions(),
-        data: f32_from_le_bytes(&tensor.data()),
-    })
+    Ok(Output { dims: tensor.dimensions(), data: f32_from_le_bytes(&tensor.data()) })
 }

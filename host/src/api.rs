@@ -17,10 +17,7 @@ fn query_param(query: &str, name: &str) -> Option<String> {
 
 fn internal(e: anyhow::Error) -> Reply {
     tracing::error!(error = %format!("{e:#}"), "database error");
-    json_error(&ApiError::new(
-        ErrorCode::Internal,
-        "the usage database is unavailable",
-    ))
+    json_error(&ApiError::new(ErrorCode::Internal, "the usage database is unavailable"))
 }
 
 /// Run a database query off the async threads.
@@ -42,10 +39,7 @@ pub async fn handle(app: &App, req: Request<Incoming>) -> Reply {
         crate::server::set_header(&mut r, "allow", "GET");
         return r;
     }
-    let authorization = req
-        .headers()
-        .get(http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok());
+    let authorization = req.headers().get(http::header::AUTHORIZATION).and_then(|v| v.to_str().ok());
     let caller = match app.db.authenticate(authorization) {
         Ok(c) => c,
         Err(e) => return crate::billing::auth_refusal(&e),
@@ -73,10 +67,7 @@ pub async fn handle(app: &App, req: Request<Incoming>) -> Reply {
             v["time"] = serde_json::Value::String(rfc3339(row.entry.ts_us));
             json_reply(200, v.to_string())
         }
-        Ok(None) => json_error(&ApiError::new(
-            ErrorCode::NotFound,
-            "no such invocation for this tenant",
-        )),
+        Ok(None) => json_error(&ApiError::new(ErrorCode::NotFound, "no such invocation for this tenant")),
         Err(e) => internal(e),
     }
 }

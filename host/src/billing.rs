@@ -17,15 +17,15 @@ use hyper::body::Incoming;
 use uuid::Uuid;
 use yolo_core::{ApiError, ErrorCode};
 
+use crate::audit::RequestFacts;
 use crate::db::now_us;
 use crate::idempotency::{self, Claim, ClaimGuard};
-use crate::invoke::Outcome;
+use crate::invoke::{Failure, Outcome};
 use crate::ledger::{Entry, Outcome as Recorded, StoredAnswer};
+use crate::limits::{Refusal, Slot, TenantTicket};
 use crate::metering::{Usage, headers};
 use crate::pricing::Charge;
-use crate::server::{
-    App, Reply, declared_too_large, discard_body, function_reply, json_error, read_body, set_header,
-};
+use crate::server::{App, Reply, declared_too_large, discard_body, function_reply, json_error, read_body, set_header};
 use crate::tenants::{AuthError, Caller};
 
 /// The JSON answer for a refused key.
@@ -43,17 +43,45 @@ pub fn auth_refusal(e: &AuthError) -> Reply {
 
 fn unavailable(e: &anyhow::Error) -> Reply {
     tracing::error!(error = %format!("{e:#}"), "ledger unavailable");
-    json_error(&ApiError::new(
-        ErrorCode::Internal,
-        "the ledger is unavailable; nothing was charged",
-    ))
+    json_error(&ApiError::new(ErrorCode::Internal, "the ledger is unavailable; nothing was charged"))
+}
+
+/// Attach what is known about a refused request, for the audit log and the metrics.
+fn refused(mut reply: Reply, tenant: Option<&str>, reason: &'static str) -> Reply {
+    reply.extensions_mut().insert(RequestFacts {
+        tenant: tenant.map(str::to_owned),
+        refused: Some(reason),
+        ..RequestFacts::default()
+    });
+    reply
+}
+
+fn limit_refusal(refusal: Refusal, tenant: &str) -> Reply {
+    let (code, reason, message) = match refusal {
+        Refusal::Overloaded { .. } => (
+            ErrorCode::Overloaded,
+            "overloaded",
+            "every instance is busy and the wait queue is full: retry later".to_owned(),
+        ),
+        Refusal::RateLimited { .. } => {
+            (ErrorCode::RateLimited, "rate_limited", format!("tenant {tenant:?} is over its request rate: retry later"))
+        }
+        Refusal::ConcurrencyLimited => (
+            ErrorCode::ConcurrencyLimited,
+            "concurrency_limited",
+            format!("tenant {tenant:?} has too many requests in flight: retry when one finishes"),
+        ),
+    };
+    let mut r = json_error(&ApiError::new(code, message));
+    set_header(&mut r, "retry-after", refusal.retry_after_secs().to_string());
+    refused(r, Some(tenant), reason)
 }
 
 /// Handle a request for the function.
 pub async fn handle(app: Arc<App>, req: Request<Incoming>, peer: SocketAddr) -> Reply {
     let (parts, body) = req.into_parts();
-    let caller = match admit(&app, &parts) {
-        Ok(caller) => caller,
+    let (caller, ticket) = match admit(&app, &parts) {
+        Ok(admitted) => admitted,
         Err(refusal) => {
             // Read what the client is sending before answering, so it sees the refusal
             // instead of a reset connection (bounded by the body limit and a few seconds).
@@ -63,97 +91,84 @@ pub async fn handle(app: Arc<App>, req: Request<Incoming>, peer: SocketAddr) -> 
             return *refusal;
         }
     };
-    if let Some(refused) = declared_too_large(&parts, app.max_body_bytes) {
-        return refused;
+    let tenant = caller.tenant.clone();
+    if let Some(too_large) = declared_too_large(&parts, app.max_body_bytes) {
+        return refused(too_large, Some(&tenant), "payload_too_large");
     }
     let body = match read_body(body, app.max_body_bytes).await {
         Ok(b) => b,
-        Err(refused) => return refused,
+        Err(unreadable) => return refused(unreadable, Some(&tenant), "payload_too_large"),
     };
 
     let key = match parts.headers.get(idempotency::HEADER).map(|v| v.to_str()) {
         None => None,
         Some(Ok(k)) => match idempotency::validate_key(k) {
             Ok(()) => Some(k.to_owned()),
-            Err(message) => return json_error(&ApiError::new(ErrorCode::InvalidRequest, message)),
+            Err(message) => {
+                let reply = json_error(&ApiError::new(ErrorCode::InvalidRequest, message));
+                return refused(reply, Some(&tenant), "bad_idempotency_key");
+            }
         },
         Some(Err(_)) => {
-            return json_error(&ApiError::new(
-                ErrorCode::InvalidRequest,
-                "Idempotency-Key must be visible ASCII",
-            ));
+            let reply = json_error(&ApiError::new(ErrorCode::InvalidRequest, "Idempotency-Key must be visible ASCII"));
+            return refused(reply, Some(&tenant), "bad_idempotency_key");
         }
     };
     let mut guard = None;
     let mut fingerprint = None;
     if let Some(key) = &key {
-        let content_type = parts
-            .headers
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("");
+        let content_type = parts.headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
         let path_and_query = parts.uri.path_and_query().map_or("", |p| p.as_str());
-        let fp = idempotency::request_fingerprint(
-            parts.method.as_str(),
-            path_and_query,
-            content_type,
-            &body,
-        );
-        match app
-            .idempotency
-            .claim(&app.db, &caller.tenant, key, &fp)
-            .await
-        {
+        let fp = idempotency::request_fingerprint(parts.method.as_str(), path_and_query, content_type, &body);
+        match app.idempotency.claim(&app.db, &caller.tenant, key, &fp).await {
             Ok(Claim::Execute(g)) => guard = Some(g),
             Ok(Claim::Replay(answer)) => return replay(app, caller, &parts, answer, peer).await,
             Ok(Claim::Mismatch(answer)) => {
-                return json_error(&ApiError::new(
+                let reply = json_error(&ApiError::new(
                     ErrorCode::IdempotencyKeyReused,
                     format!(
                         "Idempotency-Key {key:?} was already used by invocation {} for a different request",
                         answer.invocation_id
                     ),
                 ));
+                return refused(reply, Some(&tenant), "idempotency_key_reused");
             }
             Err(e) => return unavailable(&e),
         }
         fingerprint = Some(fp);
     }
 
-    let task = tokio::spawn(execute(
-        app,
-        caller,
-        parts,
-        body,
-        key.zip(fingerprint),
-        guard,
-        peer,
-    ));
+    let slot = match app.slots.acquire().await {
+        Ok(slot) => slot,
+        Err(refusal) => return limit_refusal(refusal, &tenant),
+    };
+    let held = Held { _slot: slot, _ticket: ticket, _guard: guard };
+    let task = tokio::spawn(execute(app, caller, parts, body, key.zip(fingerprint), held, peer));
     task.await.unwrap_or_else(|e| {
         tracing::error!(error = %e, "the invocation task failed");
-        json_error(&ApiError::new(
-            ErrorCode::Internal,
-            "the invocation task failed",
-        ))
+        json_error(&ApiError::new(ErrorCode::Internal, "the invocation task failed"))
     })
 }
 
-/// Authenticate the caller and check that the balance covers a call.
-fn admit(app: &App, parts: &Parts) -> Result<Caller, Box<Reply>> {
-    let authorization = parts
-        .headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok());
-    let caller = app
-        .db
-        .authenticate(authorization)
-        .map_err(|e| auth_refusal(&e))?;
+/// What an executing invocation holds until it is recorded: its instance slot, its place
+/// in the tenant's concurrency count, and its idempotency key.
+struct Held {
+    _slot: Slot,
+    _ticket: TenantTicket,
+    _guard: Option<ClaimGuard>,
+}
+
+/// Authenticate the caller, apply the tenant's rate and concurrency limits, and check that
+/// the balance covers a call.
+fn admit(app: &App, parts: &Parts) -> Result<(Caller, TenantTicket), Box<Reply>> {
+    let authorization = parts.headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+    let caller = app.db.authenticate(authorization).map_err(|e| {
+        let reason = if e == AuthError::Revoked { "key_revoked" } else { "unauthorized" };
+        Box::new(refused(auth_refusal(&e), None, reason))
+    })?;
+    let ticket = app.tenants.admit(&caller.tenant).map_err(|r| Box::new(limit_refusal(r, &caller.tenant)))?;
     let price = app.config.pricing.per_call;
-    let balance = app
-        .db
-        .balance(&caller.tenant)
-        .map_err(|e| Box::new(unavailable(&e)))?
-        .unwrap_or(0);
+    let balance = app.db.balance(&caller.tenant).map_err(|e| Box::new(unavailable(&e)))?.unwrap_or(0);
     if balance < i64::try_from(price).unwrap_or(i64::MAX) {
         let mut r = json_error(&ApiError::new(
             ErrorCode::InsufficientBalance,
@@ -163,9 +178,9 @@ fn admit(app: &App, parts: &Parts) -> Result<Caller, Box<Reply>> {
             ),
         ));
         set_header(&mut r, headers::BALANCE, balance.to_string());
-        return Err(Box::new(r));
+        return Err(Box::new(refused(r, Some(&caller.tenant), "insufficient_balance")));
     }
-    Ok(caller)
+    Ok((caller, ticket))
 }
 
 fn route_of(parts: &Parts) -> String {
@@ -215,43 +230,26 @@ async fn execute(
     parts: Parts,
     body: Bytes,
     idempotency: Option<(String, String)>,
-    _guard: Option<ClaimGuard>,
+    held: Held,
     peer: SocketAddr,
 ) -> Reply {
     let id = Uuid::now_v7();
     let ts_us = now_us();
     let route = route_of(&parts);
-    let invocation = app
-        .invoker
-        .invoke(Request::from_parts(parts, Full::new(body)))
-        .await;
+    let invocation = app.invoker.invoke(Request::from_parts(parts, Full::new(body))).await;
     let usage = invocation.usage;
     let tokens = app.config.pricing.tokens(&usage, Charge::Executed);
     let mut reply = function_reply(&invocation.outcome);
     let status = reply.status().as_u16();
     let outcome = match &invocation.outcome {
         Outcome::Answered(_) => Recorded::Answered,
-        Outcome::Failed(_) => Recorded::Trap,
+        Outcome::Failed(Failure::Trap, _) => Recorded::Trap,
+        Outcome::Failed(Failure::Timeout, _) => Recorded::Timeout,
+        Outcome::Failed(Failure::OutOfFuel, _) => Recorded::OutOfFuel,
     };
-    let invoked = Invoked {
-        id: &id,
-        caller: &caller,
-        ts_us,
-        route,
-        status,
-        outcome,
-    };
+    let invoked = Invoked { id: &id, caller: &caller, ts_us, route, status, outcome };
     let mut e = invoked.entry(&usage, tokens);
-    let body = match &idempotency {
-        Some(_) => reply
-            .body()
-            .clone()
-            .collect()
-            .await
-            .map(|c| c.to_bytes())
-            .unwrap_or_default(),
-        None => Bytes::new(),
-    };
+    let body = reply.body().clone().collect().await.map(|c| c.to_bytes()).unwrap_or_default();
     let answer = idempotency.map(|(key, request_sha256)| {
         e.idempotency_key = Some(key.clone());
         StoredAnswer {
@@ -272,9 +270,22 @@ async fn execute(
         Ok(Err(e)) => return unavailable(&e),
         Err(e) => return unavailable(&anyhow::anyhow!("{e}")),
     };
+    drop(held);
     metering_headers(&mut reply, &id, &usage, tokens, balance);
+    let (detections, classes) = detections_of(status, &body);
+    reply.extensions_mut().insert(RequestFacts {
+        tenant: Some(caller.tenant.clone()),
+        invocation_id: Some(id.to_string()),
+        tokens: Some(tokens),
+        detections,
+        classes,
+        fuel: Some(usage.fuel),
+        wall_seconds: Some(usage.wall.as_secs_f64()),
+        inference_seconds: Some(usage.inference.as_secs_f64()),
+        ..RequestFacts::default()
+    });
     let failure = match &invocation.outcome {
-        Outcome::Failed(msg) => Some(msg.as_str()),
+        Outcome::Failed(_, msg) => Some(msg.as_str()),
         Outcome::Answered(_) => None,
     };
     tracing::info!(
@@ -298,19 +309,10 @@ async fn execute(
 }
 
 /// Answer a repeated request from its stored answer, recording a free replay row.
-async fn replay(
-    app: Arc<App>,
-    caller: Caller,
-    parts: &Parts,
-    answer: StoredAnswer,
-    peer: SocketAddr,
-) -> Reply {
+async fn replay(app: Arc<App>, caller: Caller, parts: &Parts, answer: StoredAnswer, peer: SocketAddr) -> Reply {
     let started = Instant::now();
     let id = Uuid::now_v7();
-    let usage = Usage {
-        wall: started.elapsed(),
-        ..Usage::default()
-    };
+    let usage = Usage { wall: started.elapsed(), ..Usage::default() };
     let invoked = Invoked {
         id: &id,
         caller: &caller,
@@ -331,14 +333,23 @@ async fn replay(
     let mut reply = http::Response::new(Full::new(Bytes::from(answer.body)));
     *reply.status_mut() = http::StatusCode::from_u16(answer.status).unwrap_or(http::StatusCode::OK);
     for (name, value) in &answer.headers {
-        if let (Ok(n), Ok(v)) = (
-            header::HeaderName::from_bytes(name.as_bytes()),
-            HeaderValue::from_str(value),
-        ) {
+        if let (Ok(n), Ok(v)) = (header::HeaderName::from_bytes(name.as_bytes()), HeaderValue::from_str(value)) {
             reply.headers_mut().append(n, v);
         }
     }
     metering_headers(&mut reply, &id, &usage, 0, balance);
+    let (detections, classes) = detections_of(
+        answer.status,
+        reply.body().clone().collect().await.map(|c| c.to_bytes()).unwrap_or_default().as_ref(),
+    );
+    reply.extensions_mut().insert(RequestFacts {
+        tenant: Some(caller.tenant.clone()),
+        invocation_id: Some(id.to_string()),
+        tokens: Some(0),
+        detections,
+        classes,
+        ..RequestFacts::default()
+    });
     set_header(&mut reply, headers::REPLAYED, "true");
     set_header(&mut reply, headers::REPLAY_OF, &answer.invocation_id);
     tracing::info!(
@@ -349,24 +360,31 @@ async fn replay(
     reply
 }
 
+/// The detection count and distinct class names of a 200 `/detect` answer.
+fn detections_of(status: u16, body: &[u8]) -> (Option<u64>, Vec<String>) {
+    if status != 200 {
+        return (None, Vec::new());
+    }
+    let Ok(v) = serde_json::from_slice::<serde_json::Value>(body) else { return (None, Vec::new()) };
+    let mut classes: Vec<String> = v["detections"]
+        .as_array()
+        .map(|d| d.iter().filter_map(|x| x["class_name"].as_str().map(str::to_owned)).collect())
+        .unwrap_or_default();
+    classes.sort();
+    classes.dedup();
+    (v["count"].as_u64(), classes)
+}
+
 /// The function's own headers, kept with an idempotent answer.
 fn stored_headers(reply: &Reply) -> Vec<(String, String)> {
-    reply
-        .headers()
-        .iter()
-        .filter_map(|(k, v)| Some((k.as_str().to_owned(), v.to_str().ok()?.to_owned())))
-        .collect()
+    reply.headers().iter().filter_map(|(k, v)| Some((k.as_str().to_owned(), v.to_str().ok()?.to_owned()))).collect()
 }
 
 fn metering_headers(reply: &mut Reply, id: &Uuid, usage: &Usage, tokens: u64, balance: i64) {
     set_header(reply, headers::INVOCATION_ID, id.to_string());
     set_header(reply, headers::FUEL, usage.fuel.to_string());
     set_header(reply, headers::WALL_US, usage.wall.as_micros().to_string());
-    set_header(
-        reply,
-        headers::NN_US,
-        usage.inference.as_micros().to_string(),
-    );
+    set_header(reply, headers::NN_US, usage.inference.as_micros().to_string());
     set_header(reply, headers::MEMORY_BYTES, usage.peak_memory.to_string());
     set_header(reply, headers::PIXELS, usage.pixels.to_string());
     set_header(reply, headers::TOKENS, tokens.to_string());

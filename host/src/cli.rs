@@ -9,14 +9,17 @@ use anyhow::Context as _;
 use clap::{Parser, Subcommand, ValueEnum};
 use tokio::io::AsyncReadExt as _;
 
-use crate::config::Config;
+use crate::audit::AuditLog;
+use crate::config::{Config, Limits, TenantLimits};
 use crate::db::{Db, default_data_dir};
 use crate::engine::{EngineOptions, build_engine, build_linker, default_cache_dir, load_component};
 use crate::idempotency::Idempotency;
 use crate::invoke::{Invoker, InvokerOptions};
+use crate::limits::{Slots, TenantGate};
+use crate::metrics::Metrics;
 use crate::nn::onnx::{OnnxOptions, init_runtime};
 use crate::nn::registry::GraphRegistry;
-use crate::server::{App, DEFAULT_MAX_BODY_BYTES, serve};
+use crate::server::{App, serve};
 use crate::usage::{Period, cloudevent, rfc3339};
 
 /// Serverless YOLO object detection: a WebAssembly function behind HTTP, metered per call.
@@ -51,7 +54,7 @@ pub enum LogFormat {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Serve the detection function over HTTP.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Manage API keys (and create tenants).
     #[command(subcommand)]
     Keys(KeysCommand),
@@ -151,10 +154,7 @@ pub struct ServeArgs {
     #[arg(long, default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
     /// The function component (.wasm).
-    #[arg(
-        long,
-        default_value = "target/wasm32-wasip2/wasm/yolo_edge_function.wasm"
-    )]
+    #[arg(long, default_value = "target/wasm32-wasip2/wasm/yolo_edge_function.wasm")]
     pub component: PathBuf,
     /// Directory of model directories (each with model.onnx, metadata.json, labels.txt).
     #[arg(long, default_value = "models")]
@@ -166,27 +166,51 @@ pub struct ServeArgs {
     /// then the repository's `.cache/onnxruntime/lib/`.
     #[arg(long)]
     pub onnxruntime: Option<PathBuf>,
-    /// Largest request body in bytes.
-    #[arg(long, default_value_t = DEFAULT_MAX_BODY_BYTES)]
-    pub max_body_bytes: usize,
-    /// Largest decoded image, in pixels (width × height).
-    #[arg(long, default_value_t = 40_000_000)]
-    pub max_pixels: u64,
     /// ONNX Runtime sessions per model (concurrent inferences); default: one per core.
     #[arg(long)]
     pub nn_sessions: Option<usize>,
     /// Intra-op threads per ONNX Runtime session.
     #[arg(long, default_value_t = 1)]
     pub nn_threads: usize,
-    /// Instances alive at once (pooling allocator slots).
-    #[arg(long, default_value_t = 64)]
-    pub max_instances: u32,
-    /// Largest linear memory of one instance, MiB.
-    #[arg(long, default_value_t = 1024)]
-    pub max_memory_mib: usize,
-    /// Fuel one invocation may burn.
-    #[arg(long, default_value_t = 200_000_000_000)]
-    pub fuel_budget: u64,
+    /// Largest request body in bytes [config: limits.max_body_bytes].
+    #[arg(long)]
+    pub max_body_bytes: Option<usize>,
+    /// Largest decoded image, in pixels [limits.max_pixels].
+    #[arg(long)]
+    pub max_pixels: Option<u64>,
+    /// Largest linear memory of one instance, MiB [limits.max_memory_mib].
+    #[arg(long)]
+    pub max_memory_mib: Option<usize>,
+    /// Fuel one invocation may burn [limits.fuel_per_invocation].
+    #[arg(long, alias = "fuel-budget")]
+    pub fuel_per_invocation: Option<u64>,
+    /// Wall-clock deadline of one invocation, ms [limits.timeout_ms].
+    #[arg(long)]
+    pub timeout_ms: Option<u64>,
+    /// Deadline of one inference, ms [limits.inference_timeout_ms].
+    #[arg(long)]
+    pub inference_timeout_ms: Option<u64>,
+    /// Invocations running at once [limits.max_instances].
+    #[arg(long)]
+    pub max_instances: Option<u32>,
+    /// Requests that may wait for a free instance [limits.queue_size].
+    #[arg(long)]
+    pub queue_size: Option<usize>,
+    /// Longest wait for a free instance, ms [limits.queue_timeout_ms].
+    #[arg(long)]
+    pub queue_timeout_ms: Option<u64>,
+    /// Requests per second per tenant, 0 for no limit [tenant_limits.requests_per_second].
+    #[arg(long)]
+    pub tenant_rps: Option<u32>,
+    /// Burst size per tenant [tenant_limits.burst].
+    #[arg(long)]
+    pub tenant_burst: Option<u32>,
+    /// Requests in flight per tenant, 0 for no cap [tenant_limits.max_concurrent].
+    #[arg(long)]
+    pub tenant_max_concurrent: Option<u32>,
+    /// Audit log: a file, `stdout` or `off` [audit.path]; default `<data dir>/audit.jsonl`.
+    #[arg(long)]
+    pub audit: Option<String>,
     /// Turn fuel metering off (for measuring its cost; responses then report x-fuel: 0).
     #[arg(long)]
     pub no_fuel: bool,
@@ -208,20 +232,19 @@ pub struct ServeArgs {
 pub fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     init_logging(cli.log_format);
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")?;
+    let runtime =
+        tokio::runtime::Builder::new_multi_thread().enable_all().build().context("cannot start the async runtime")?;
     let data_dir = cli.data_dir.clone().unwrap_or_else(default_data_dir);
     let (config, config_path) = Config::load(cli.config.as_deref())?;
     match cli.command {
-        Command::Serve(args) => runtime.block_on(run_serve(args, &data_dir, config, config_path)),
+        Command::Serve(args) => {
+            let served = runtime.block_on(run_serve(*args, &data_dir, config, config_path));
+            // Do not wait for blocking reads that never end (standard input) on the way out.
+            runtime.shutdown_timeout(Duration::from_secs(1));
+            served
+        }
         Command::Keys(cmd) => keys(&Db::open(&data_dir)?, cmd),
-        Command::Credit(CreditCommand::Add {
-            tenant,
-            tokens,
-            note,
-        }) => {
+        Command::Credit(CreditCommand::Add { tenant, tokens, note }) => {
             let balance = Db::open(&data_dir)?.add_credit(&tenant, tokens, &note)?;
             println!(
                 "tenant {tenant}: balance {balance} tokens ({} {})",
@@ -240,24 +263,14 @@ fn keys(db: &Db, cmd: KeysCommand) -> anyhow::Result<()> {
         KeysCommand::Create { tenant, credit } => {
             let key = db.create_key(&tenant, credit)?;
             let balance = db.balance(&tenant)?.unwrap_or(0);
-            println!(
-                "created key {} for tenant {tenant} (balance {balance} tokens); it is shown only once:",
-                key.id
-            );
+            println!("created key {} for tenant {tenant} (balance {balance} tokens); it is shown only once:", key.id);
             println!("{}", key.key);
         }
         KeysCommand::List { tenant } => {
             println!("{:<18} {:<20} {:<22} state", "key id", "tenant", "created");
             for k in db.list_keys(tenant.as_deref())? {
-                let state = k
-                    .revoked_us
-                    .map_or("active".to_owned(), |t| format!("revoked {}", rfc3339(t)));
-                println!(
-                    "{:<18} {:<20} {:<22} {state}",
-                    k.id,
-                    k.tenant,
-                    rfc3339(k.created_us)
-                );
+                let state = k.revoked_us.map_or("active".to_owned(), |t| format!("revoked {}", rfc3339(t)));
+                println!("{:<18} {:<20} {:<22} {state}", k.id, k.tenant, rfc3339(k.created_us));
             }
         }
         KeysCommand::Revoke { key_id } => {
@@ -269,24 +282,17 @@ fn keys(db: &Db, cmd: KeysCommand) -> anyhow::Result<()> {
 }
 
 fn usage(db: &Db, config: &Config, args: UsageArgs) -> anyhow::Result<()> {
-    let period =
-        Period::parse(args.from.as_deref(), args.to.as_deref()).map_err(anyhow::Error::msg)?;
+    let period = Period::parse(args.from.as_deref(), args.to.as_deref()).map_err(anyhow::Error::msg)?;
     if db.balance(&args.tenant)?.is_none() {
         anyhow::bail!("no tenant {:?}", args.tenant);
     }
     match args.format {
         UsageFormat::Table => {
             let report = db.usage(&args.tenant, period)?;
-            print!(
-                "{}",
-                report.table(|t| format!("{} {}", config.tokens.format(t), config.tokens.currency))
-            );
+            print!("{}", report.table(|t| format!("{} {}", config.tokens.format(t), config.tokens.currency)));
         }
         UsageFormat::Csv => print!("{}", db.usage(&args.tenant, period)?.csv()),
-        UsageFormat::Json => println!(
-            "{}",
-            serde_json::to_string_pretty(&db.usage(&args.tenant, period)?)?
-        ),
+        UsageFormat::Json => println!("{}", serde_json::to_string_pretty(&db.usage(&args.tenant, period)?)?),
         UsageFormat::Cloudevents => {
             for row in db.invocations(&args.tenant, period.from_us, period.to_us)? {
                 println!("{}", cloudevent(&row));
@@ -300,10 +306,7 @@ fn verify(db: &Db) -> anyhow::Result<()> {
     let report = db.verify()?;
     match report.problem {
         None => {
-            println!(
-                "ledger ok: {} rows, chain intact, balances consistent; head {}",
-                report.rows, report.head
-            );
+            println!("ledger ok: {} rows, chain intact, balances consistent; head {}", report.rows, report.head);
             Ok(())
         }
         Some(problem) => anyhow::bail!("ledger verification failed: {problem}"),
@@ -313,12 +316,38 @@ fn verify(db: &Db) -> anyhow::Result<()> {
 fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     match format {
         LogFormat::Pretty => builder.init(),
         LogFormat::Json => builder.json().flatten_event(true).init(),
+    }
+}
+
+impl ServeArgs {
+    /// The configured limits with this command line's overrides applied.
+    pub fn limits(&self, config: &Config) -> (Limits, TenantLimits) {
+        let mut l = config.limits;
+        let mut t = config.tenant_limits;
+        macro_rules! over {
+            ($target:expr, $flag:expr) => {
+                if let Some(v) = $flag {
+                    $target = v;
+                }
+            };
+        }
+        over!(l.max_body_bytes, self.max_body_bytes);
+        over!(l.max_pixels, self.max_pixels);
+        over!(l.max_memory_mib, self.max_memory_mib);
+        over!(l.fuel_per_invocation, self.fuel_per_invocation);
+        over!(l.timeout_ms, self.timeout_ms);
+        over!(l.inference_timeout_ms, self.inference_timeout_ms);
+        over!(l.max_instances, self.max_instances);
+        over!(l.queue_size, self.queue_size);
+        over!(l.queue_timeout_ms, self.queue_timeout_ms);
+        over!(t.requests_per_second, self.tenant_rps);
+        over!(t.burst, self.tenant_burst);
+        over!(t.max_concurrent, self.tenant_max_concurrent);
+        (l, t)
     }
 }
 
@@ -360,18 +389,13 @@ pub async fn run_serve(
         );
     }
 
-    let max_memory_bytes = args.max_memory_mib << 20;
-    let engine_options = EngineOptions {
-        max_instances: args.max_instances,
-        max_memory_bytes,
-        fuel: !args.no_fuel,
-    };
+    let (limits, tenant_limits) = args.limits(&config);
+    let max_memory_bytes = limits.max_memory_mib << 20;
+    // Slots for the billed invocations plus a few for /healthz probes.
+    let pool = limits.max_instances.saturating_add(4);
+    let engine_options = EngineOptions { max_instances: pool, max_memory_bytes, fuel: !args.no_fuel };
     let engine = build_engine(&engine_options)?;
-    let cache_dir = if args.no_cache {
-        None
-    } else {
-        args.cache_dir.clone().or_else(default_cache_dir)
-    };
+    let cache_dir = if args.no_cache { None } else { args.cache_dir.clone().or_else(default_cache_dir) };
     let loaded = load_component(&engine, &args.component, cache_dir.as_deref())?;
     tracing::info!(
         component = %args.component.display(),
@@ -380,23 +404,11 @@ pub async fn run_serve(
         "component ready"
     );
     let linker = build_linker(&engine)?;
-    let models_dir = args
-        .models
-        .canonicalize()
-        .with_context(|| format!("cannot open {}", args.models.display()))?;
+    let models_dir = args.models.canonicalize().with_context(|| format!("cannot open {}", args.models.display()))?;
     let env = vec![
-        (
-            "YOLO_EDGE_DEFAULT_MODEL".to_owned(),
-            args.default_model.clone(),
-        ),
-        (
-            "YOLO_EDGE_MAX_BODY_BYTES".to_owned(),
-            args.max_body_bytes.to_string(),
-        ),
-        (
-            "YOLO_EDGE_MAX_PIXELS".to_owned(),
-            args.max_pixels.to_string(),
-        ),
+        ("YOLO_EDGE_DEFAULT_MODEL".to_owned(), args.default_model.clone()),
+        ("YOLO_EDGE_MAX_BODY_BYTES".to_owned(), limits.max_body_bytes.to_string()),
+        ("YOLO_EDGE_MAX_PIXELS".to_owned(), limits.max_pixels.to_string()),
     ];
     let invoker = Invoker::new(
         &linker,
@@ -405,17 +417,34 @@ pub async fn run_serve(
         InvokerOptions {
             models_dir,
             env,
-            fuel_budget: args.fuel_budget,
+            fuel_budget: limits.fuel_per_invocation,
             fuel: !args.no_fuel,
             max_memory_bytes,
+            timeout: Duration::from_millis(limits.timeout_ms),
+            inference_timeout: Duration::from_millis(limits.inference_timeout_ms),
         },
     )?;
+    let audit_target = args
+        .audit
+        .clone()
+        .or_else(|| config.audit.path.clone())
+        .unwrap_or_else(|| data_dir.join("audit.jsonl").display().to_string());
+    let audit = AuditLog::open(&audit_target)?;
+    tracing::info!(?limits, ?tenant_limits, audit = %audit_target, "limits");
     let app = Arc::new(App {
         invoker,
-        max_body_bytes: args.max_body_bytes,
+        max_body_bytes: limits.max_body_bytes,
         db,
         config,
         idempotency: Idempotency::default(),
+        slots: Slots::new(
+            limits.max_instances as usize,
+            limits.queue_size,
+            Duration::from_millis(limits.queue_timeout_ms),
+        ),
+        tenants: TenantGate::new(tenant_limits),
+        metrics: Metrics::new()?,
+        audit,
     });
 
     let listener = tokio::net::TcpListener::bind(args.listen)
@@ -425,13 +454,7 @@ pub async fn run_serve(
     tracing::info!(%addr, "listening");
     // The one line on stdout: scripts and tests read the address from it.
     println!("yolo-edge listening on http://{addr}");
-    serve(
-        listener,
-        app,
-        shutdown_signal(args.exit_on_stdin_eof),
-        Duration::from_secs(args.drain_seconds),
-    )
-    .await
+    serve(listener, app, shutdown_signal(args.exit_on_stdin_eof), Duration::from_secs(args.drain_seconds)).await
 }
 
 /// Resolves on SIGINT, SIGTERM, or (when asked) end of standard input.

@@ -21,6 +21,82 @@ pub struct Config {
     /// Prices, in tokens.
     #[serde(default)]
     pub pricing: PriceSheet,
+    /// Limits protecting the host (command-line flags override them).
+    #[serde(default)]
+    pub limits: Limits,
+    /// Per-tenant limits.
+    #[serde(default)]
+    pub tenant_limits: TenantLimits,
+    /// Where the audit log goes.
+    #[serde(default)]
+    pub audit: AuditConfig,
+}
+
+/// Host-wide limits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Largest request body, bytes (413 before any instance exists).
+    pub max_body_bytes: usize,
+    /// Largest decoded image, pixels (413 before decoding).
+    pub max_pixels: u64,
+    /// Largest linear memory of one instance, MiB.
+    pub max_memory_mib: usize,
+    /// Fuel one invocation may burn (then 504 `fuel_exhausted`).
+    pub fuel_per_invocation: u64,
+    /// Wall-clock deadline of one invocation, ms (then 504 `function_timeout`).
+    pub timeout_ms: u64,
+    /// Deadline of one wasi-nn `compute`, ms (the backend run is stopped, the guest gets a
+    /// wasi-nn `timeout` error and answers 504 `inference_timeout`).
+    pub inference_timeout_ms: u64,
+    /// Invocations running at once (instance slots).
+    pub max_instances: u32,
+    /// Requests that may wait for a slot; more get 503.
+    pub queue_size: usize,
+    /// How long a request may wait for a slot, ms; then 503.
+    pub queue_timeout_ms: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_body_bytes: 20 << 20,
+            max_pixels: 40_000_000,
+            max_memory_mib: 1024,
+            fuel_per_invocation: 200_000_000_000,
+            timeout_ms: 30_000,
+            inference_timeout_ms: 10_000,
+            max_instances: 16,
+            queue_size: 256,
+            queue_timeout_ms: 10_000,
+        }
+    }
+}
+
+/// Limits applied to each tenant separately (429 when exceeded, nothing billed).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TenantLimits {
+    /// Sustained requests per second (token bucket refill); 0 turns the rate limit off.
+    pub requests_per_second: u32,
+    /// Bucket size: requests allowed in a burst.
+    pub burst: u32,
+    /// Requests of one tenant in flight at once; 0 means no cap.
+    pub max_concurrent: u32,
+}
+
+impl Default for TenantLimits {
+    fn default() -> Self {
+        Self { requests_per_second: 50, burst: 100, max_concurrent: 16 }
+    }
+}
+
+/// The audit log: one JSON line per request.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuditConfig {
+    /// `"stdout"`, `"off"`, or a file path (appended to). Default: `<data dir>/audit.jsonl`.
+    pub path: Option<String>,
 }
 
 /// The environment variable naming the config file.
@@ -48,8 +124,7 @@ impl Config {
         };
         let text = std::fs::read_to_string(&path)
             .with_context(|| format!("cannot read the config file {}", path.display()))?;
-        let config = Self::parse(&text)
-            .with_context(|| format!("{} is not a valid config file", path.display()))?;
+        let config = Self::parse(&text).with_context(|| format!("{} is not a valid config file", path.display()))?;
         Ok((config, Some(path)))
     }
 }
@@ -65,16 +140,24 @@ mod tests {
     }
 
     #[test]
+    fn limits_parse() {
+        let c = Config::parse("[limits]\ntimeout_ms = 5\n[tenant_limits]\nburst = 3\n[audit]\npath = \"stdout\"\n")
+            .unwrap();
+        assert_eq!(c.limits.timeout_ms, 5);
+        assert_eq!(c.limits.max_body_bytes, 20 << 20);
+        assert_eq!(c.tenant_limits.burst, 3);
+        assert_eq!(c.audit.path.as_deref(), Some("stdout"));
+        assert!(Config::parse("[limits]\ntimeout = 5\n").is_err());
+    }
+
+    #[test]
     fn partial_files_fill_in_defaults_and_typos_are_refused() {
         let c = Config::parse("[pricing]\nper_call = 7\n").unwrap();
         assert_eq!(c.pricing.per_call, 7);
         assert_eq!(c.pricing.per_gb_second, PriceSheet::default().per_gb_second);
         assert!(Config::parse("[pricing]\nper_cal = 7\n").is_err());
         assert!(Config::parse("[pricing]\nper_call = -1\n").is_err());
-        assert!(
-            Config::parse("[pricing]\nper_call = 0.5\n").is_err(),
-            "tokens are integers"
-        );
+        assert!(Config::parse("[pricing]\nper_call = 0.5\n").is_err(), "tokens are integers");
         assert!(Config::parse("[tokens]\nvalue = \"abc\"\n").is_err());
     }
 }

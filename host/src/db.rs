@@ -88,18 +88,13 @@ impl Db {
         std::fs::create_dir_all(data_dir)
             .with_context(|| format!("cannot create the data directory {}", data_dir.display()))?;
         let path = data_dir.join(DB_FILE);
-        let conn =
-            Connection::open(&path).with_context(|| format!("cannot open {}", path.display()))?;
+        let conn = Connection::open(&path).with_context(|| format!("cannot open {}", path.display()))?;
         conn.busy_timeout(std::time::Duration::from_secs(30))?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
-        conn.execute_batch(SCHEMA)
-            .with_context(|| format!("cannot create the schema in {}", path.display()))?;
-        Ok(Self {
-            conn: Mutex::new(conn),
-            path,
-        })
+        conn.execute_batch(SCHEMA).with_context(|| format!("cannot create the schema in {}", path.display()))?;
+        Ok(Self { conn: Mutex::new(conn), path })
     }
 
     /// The database file.
@@ -115,9 +110,7 @@ impl Db {
 
 /// Microseconds since the Unix epoch.
 pub fn now_us() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
 }
 
 /// The default data directory: `$XDG_DATA_HOME/yolo-edge`, else `~/.local/share/yolo-edge`,
@@ -132,10 +125,6 @@ pub fn default_data_dir() -> PathBuf {
 /// A fresh database in a new temporary directory, for tests.
 #[cfg(test)]
 pub(crate) fn temp_db(name: &str) -> (Db, PathBuf) {
-    let dir = std::env::temp_dir().join(format!(
-        "yolo-edge-{name}-{}-{}",
-        std::process::id(),
-        now_us()
-    ));
+    let dir = std::env::temp_dir().join(format!("yolo-edge-{name}-{}-{}", std::process::id(), now_us()));
     (Db::open(&dir).expect("open a temporary database"), dir)
 }

@@ -25,11 +25,7 @@ pub struct EngineOptions {
 
 impl Default for EngineOptions {
     fn default() -> Self {
-        Self {
-            max_instances: 64,
-            max_memory_bytes: 1 << 30,
-            fuel: true,
-        }
+        Self { max_instances: 64, max_memory_bytes: 1 << 30, fuel: true }
     }
 }
 
@@ -38,6 +34,9 @@ pub fn build_engine(options: &EngineOptions) -> anyhow::Result<Engine> {
     let mut config = Config::new();
     config.wasm_component_model(true);
     config.consume_fuel(options.fuel);
+    // Wall-clock deadlines: a ticker advances the epoch every EPOCH_TICK; a store traps
+    // once its deadline (in ticks) passes, even in a guest loop that never calls the host.
+    config.epoch_interruption(true);
     let mut pool = PoolingAllocationConfig::default();
     let n = options.max_instances;
     // A Rust wasip2 component instantiates a few core modules (the program and adapter shims).
@@ -47,9 +46,24 @@ pub fn build_engine(options: &EngineOptions) -> anyhow::Result<Engine> {
         .total_tables(n * 8)
         .max_memory_size(options.max_memory_bytes);
     config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
-    Engine::new(&config)
-        .map_err(|e| anyhow::Error::from(e).context("cannot create the Wasmtime engine"))
+    let engine =
+        Engine::new(&config).map_err(|e| anyhow::Error::from(e).context("cannot create the Wasmtime engine"))?;
+    let ticker = engine.weak();
+    std::thread::Builder::new()
+        .name("epoch-ticker".into())
+        .spawn(move || {
+            while let Some(engine) = ticker.upgrade() {
+                engine.increment_epoch();
+                drop(engine);
+                std::thread::sleep(EPOCH_TICK);
+            }
+        })
+        .context("cannot start the epoch ticker")?;
+    Ok(engine)
 }
+
+/// How often the epoch advances: the granularity of invocation deadlines.
+pub const EPOCH_TICK: Duration = Duration::from_millis(10);
 
 /// A linker with WASI 0.2, wasi-http 0.2 and our wasi-nn.
 pub fn build_linker(engine: &Engine) -> anyhow::Result<Linker<InvocationState>> {
@@ -81,44 +95,23 @@ pub fn default_cache_dir() -> Option<PathBuf> {
 
 /// Load a component, reusing compiled code from `cache_dir` when the same bytes were
 /// compiled before by a compatible engine.
-pub fn load_component(
-    engine: &Engine,
-    path: &Path,
-    cache_dir: Option<&Path>,
-) -> anyhow::Result<LoadedComponent> {
+pub fn load_component(engine: &Engine, path: &Path, cache_dir: Option<&Path>) -> anyhow::Result<LoadedComponent> {
     let started = Instant::now();
     let wasm = std::fs::read(path).with_context(|| {
-        format!(
-            "cannot read the component {} (build it with `cargo xtask run`, or pass --component)",
-            path.display()
-        )
+        format!("cannot read the component {} (build it with `cargo xtask run`, or pass --component)", path.display())
     })?;
     let Some(dir) = cache_dir else {
         let component = Component::new(engine, &wasm).map_err(compile_error)?;
-        return Ok(LoadedComponent {
-            component,
-            cached: false,
-            took: started.elapsed(),
-        });
+        return Ok(LoadedComponent { component, cached: false, took: started.elapsed() });
     };
     let mut engine_hash = DefaultHasher::new();
-    engine
-        .precompile_compatibility_hash()
-        .hash(&mut engine_hash);
-    let key = format!(
-        "{:x}-{:016x}.cwasm",
-        Sha256::digest(&wasm),
-        engine_hash.finish()
-    );
+    engine.precompile_compatibility_hash().hash(&mut engine_hash);
+    let key = format!("{:x}-{:016x}.cwasm", Sha256::digest(&wasm), engine_hash.finish());
     let cached_path = dir.join(key);
     if cached_path.is_file() {
         match deserialize(engine, &cached_path) {
             Ok(component) => {
-                return Ok(LoadedComponent {
-                    component,
-                    cached: true,
-                    took: started.elapsed(),
-                });
+                return Ok(LoadedComponent { component, cached: true, took: started.elapsed() });
             }
             Err(e) => {
                 tracing::warn!(path = %cached_path.display(), error = %e, "ignoring an unusable compiled-code cache entry")
@@ -130,11 +123,7 @@ pub fn load_component(
     if let Err(e) = write_atomically(dir, &cached_path, &compiled) {
         tracing::warn!(dir = %dir.display(), error = %e, "cannot write the compiled-code cache");
     }
-    Ok(LoadedComponent {
-        component,
-        cached: false,
-        took: started.elapsed(),
-    })
+    Ok(LoadedComponent { component, cached: false, took: started.elapsed() })
 }
 
 // SAFETY (both functions): the bytes were produced by `Engine::precompile_component` of an

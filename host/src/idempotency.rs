@@ -53,37 +53,22 @@ pub struct ClaimGuard {
 
 impl Drop for ClaimGuard {
     fn drop(&mut self) {
-        self.in_flight
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&self.key);
+        self.in_flight.lock().unwrap_or_else(|p| p.into_inner()).remove(&self.key);
     }
 }
 
 /// Check a key: 1 to 255 visible ASCII characters.
 pub fn validate_key(key: &str) -> Result<(), String> {
     if key.is_empty() || key.len() > 255 || !key.bytes().all(|b| b.is_ascii_graphic()) {
-        return Err(format!(
-            "Idempotency-Key must be 1-255 visible ASCII characters, got {} bytes",
-            key.len()
-        ));
+        return Err(format!("Idempotency-Key must be 1-255 visible ASCII characters, got {} bytes", key.len()));
     }
     Ok(())
 }
 
 /// The fingerprint of a request, to tell a retry from a different request under the same key.
-pub fn request_fingerprint(
-    method: &str,
-    path_and_query: &str,
-    content_type: &str,
-    body: &[u8],
-) -> String {
+pub fn request_fingerprint(method: &str, path_and_query: &str, content_type: &str, body: &[u8]) -> String {
     let mut h = Sha256::new();
-    for part in [
-        method.as_bytes(),
-        path_and_query.as_bytes(),
-        content_type.as_bytes(),
-    ] {
+    for part in [method.as_bytes(), path_and_query.as_bytes(), content_type.as_bytes()] {
         h.update((part.len() as u64).to_le_bytes());
         h.update(part);
     }
@@ -94,13 +79,7 @@ pub fn request_fingerprint(
 impl Idempotency {
     /// Decide what to do with a request of `tenant` carrying `key`. Waits while another
     /// request with the same key is running.
-    pub async fn claim(
-        &self,
-        db: &Db,
-        tenant: &str,
-        key: &str,
-        fingerprint: &str,
-    ) -> anyhow::Result<Claim> {
+    pub async fn claim(&self, db: &Db, tenant: &str, key: &str, fingerprint: &str) -> anyhow::Result<Claim> {
         let id = (tenant.to_owned(), key.to_owned());
         loop {
             let mut waiting = {
@@ -143,18 +122,9 @@ mod tests {
         assert!(validate_key("has space").is_err());
         assert!(validate_key(&"k".repeat(256)).is_err());
         let a = request_fingerprint("POST", "/detect", "image/png", b"abc");
-        assert_eq!(
-            a,
-            request_fingerprint("POST", "/detect", "image/png", b"abc")
-        );
-        assert_ne!(
-            a,
-            request_fingerprint("POST", "/detect?conf=0.3", "image/png", b"abc")
-        );
-        assert_ne!(
-            a,
-            request_fingerprint("POST", "/detect", "image/png", b"abd")
-        );
+        assert_eq!(a, request_fingerprint("POST", "/detect", "image/png", b"abc"));
+        assert_ne!(a, request_fingerprint("POST", "/detect?conf=0.3", "image/png", b"abc"));
+        assert_ne!(a, request_fingerprint("POST", "/detect", "image/png", b"abd"));
         assert_ne!(
             request_fingerprint("POST", "/detectimage/png", "", b""),
             request_fingerprint("POST", "/detect", "image/png", b""),
@@ -167,19 +137,13 @@ mod tests {
         let (db, dir) = crate::db::temp_db("idempotency");
         let db = Arc::new(db);
         let idem = Arc::new(Idempotency::default());
-        let Claim::Execute(guard) = idem.claim(&db, "acme", "k", "f").await.unwrap() else {
-            panic!("first runs")
-        };
+        let Claim::Execute(guard) = idem.claim(&db, "acme", "k", "f").await.unwrap() else { panic!("first runs") };
         let (db2, idem2) = (db.clone(), idem.clone());
-        let second =
-            tokio::spawn(async move { idem2.claim(&db2, "acme", "k", "f").await.unwrap() });
+        let second = tokio::spawn(async move { idem2.claim(&db2, "acme", "k", "f").await.unwrap() });
         tokio::time::sleep(Duration::from_millis(50)).await;
         assert!(!second.is_finished(), "waits while the first runs");
         drop(guard); // the first was refused before execution: nothing stored
-        assert!(
-            matches!(second.await.unwrap(), Claim::Execute(_)),
-            "then runs itself"
-        );
+        assert!(matches!(second.await.unwrap(), Claim::Execute(_)), "then runs itself");
         let _ = std::fs::remove_dir_all(dir);
     }
 }

@@ -3,13 +3,13 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use tokio::sync::oneshot;
-use wasmtime::Store;
 use wasmtime::component::Component;
+use wasmtime::{Store, UpdateDeadline};
 use wasmtime_wasi_http::WasiHttpView;
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
 use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
@@ -35,6 +35,10 @@ pub struct InvokerOptions {
     pub fuel: bool,
     /// Largest linear memory of one instance, bytes.
     pub max_memory_bytes: usize,
+    /// Wall-clock deadline of one invocation.
+    pub timeout: Duration,
+    /// Deadline of one wasi-nn compute.
+    pub inference_timeout: Duration,
 }
 
 /// A response the function produced, fully read.
@@ -51,8 +55,29 @@ pub struct GuestResponse {
 pub enum Outcome {
     /// The function answered.
     Answered(GuestResponse),
-    /// The function failed (trap, panic, no answer); the message says why.
-    Failed(String),
+    /// The function failed; the message says why.
+    Failed(Failure, String),
+}
+
+/// Ways a function fails without a (complete) answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Failure {
+    /// A trap or panic, or no answer at all.
+    Trap,
+    /// The wall-clock deadline passed (epoch interruption).
+    Timeout,
+    /// The fuel budget ran out.
+    OutOfFuel,
+}
+
+impl Failure {
+    fn of(error: &wasmtime::Error) -> Self {
+        match error.downcast_ref::<wasmtime::Trap>() {
+            Some(wasmtime::Trap::Interrupt) => Self::Timeout,
+            Some(wasmtime::Trap::OutOfFuel) => Self::OutOfFuel,
+            _ => Self::Trap,
+        }
+    }
 }
 
 /// The result of one invocation.
@@ -80,11 +105,7 @@ impl Invoker {
         options: InvokerOptions,
     ) -> anyhow::Result<Self> {
         let pre = ProxyPre::new(linker.instantiate_pre(component)?)?;
-        Ok(Self {
-            pre,
-            registry,
-            options,
-        })
+        Ok(Self { pre, registry, options })
     }
 
     /// The graphs this invoker serves.
@@ -98,46 +119,42 @@ impl Invoker {
         match self.run(request, started).await {
             Ok(done) => done,
             Err(e) => Invocation {
-                outcome: Outcome::Failed(format!("{e:#}")),
-                usage: Usage {
-                    wall: started.elapsed(),
-                    ..Usage::default()
-                },
+                outcome: Outcome::Failed(Failure::Trap, format!("{e:#}")),
+                usage: Usage { wall: started.elapsed(), ..Usage::default() },
             },
         }
     }
 
-    async fn run(
-        &self,
-        request: http::Request<Full<Bytes>>,
-        started: Instant,
-    ) -> anyhow::Result<Invocation> {
+    async fn run(&self, request: http::Request<Full<Bytes>>, started: Instant) -> anyhow::Result<Invocation> {
         let o = &self.options;
         let state = InvocationState::new(
             &o.models_dir,
             &o.env,
             self.registry.clone(),
             o.max_memory_bytes,
+            o.inference_timeout,
         )?;
         let mut store = Store::new(self.pre.engine(), state);
         store.limiter(|s| &mut s.memory);
         if o.fuel {
             store.set_fuel(o.fuel_budget)?;
         }
+        // Every epoch tick, the guest yields to the async runtime (so a long computation
+        // never holds a worker thread and other requests, timers and the accept loop keep
+        // running), and once the wall-clock deadline has passed it is interrupted (a trap).
+        let deadline = started + o.timeout;
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_callback(move |_| {
+            Ok(if Instant::now() >= deadline { UpdateDeadline::Interrupt } else { UpdateDeadline::Yield(1) })
+        });
         let (sender, receiver) = oneshot::channel();
-        let req = store
-            .data_mut()
-            .http()
-            .new_incoming_request(Scheme::Http, request)?;
+        let req = store.data_mut().http().new_incoming_request(Scheme::Http, request)?;
         let out = store.data_mut().http().new_response_outparam(sender)?;
         let pre = self.pre.clone();
         let mut guest = tokio::spawn(async move {
             let result = async {
                 let proxy = pre.instantiate_async(&mut store).await?;
-                proxy
-                    .wasi_http_incoming_handler()
-                    .call_handle(&mut store, req, out)
-                    .await
+                proxy.wasi_http_incoming_handler().call_handle(&mut store, req, out).await
             }
             .await;
             (store, result)
@@ -151,11 +168,8 @@ impl Invoker {
                 .map_err(|_| "the function returned without setting a response".to_owned())?
                 .map_err(|code| format!("the function answered with an error: {code:?}"))?;
             let (parts, body) = resp.into_parts();
-            let body = body
-                .collect()
-                .await
-                .map_err(|e| format!("the function's response body failed: {e}"))?
-                .to_bytes();
+            let body =
+                body.collect().await.map_err(|e| format!("the function's response body failed: {e}"))?.to_bytes();
             Ok::<_, String>(GuestResponse { parts, body })
         };
         tokio::pin!(response);
@@ -172,21 +186,14 @@ impl Invoker {
                 return Ok(self.finish(finished.map_err(|e| e.to_string()), r));
             }
         };
-        let finished = finished
-            .map(|(store, result)| (self.usage(&store, started), result))
-            .map_err(|e| e.to_string());
+        let finished = finished.map(|(store, result)| (self.usage(&store, started), result)).map_err(|e| e.to_string());
         Ok(self.finish(finished, response))
     }
 
     fn usage(&self, store: &Store<InvocationState>, started: Instant) -> Usage {
         let nn = store.data().nn_meter();
-        let fuel = if self.options.fuel {
-            self.options
-                .fuel_budget
-                .saturating_sub(store.get_fuel().unwrap_or(0))
-        } else {
-            0
-        };
+        let fuel =
+            if self.options.fuel { self.options.fuel_budget.saturating_sub(store.get_fuel().unwrap_or(0)) } else { 0 };
         Usage {
             fuel,
             wall: started.elapsed(),
@@ -204,11 +211,10 @@ impl Invoker {
         response: Result<GuestResponse, String>,
     ) -> Invocation {
         let (mut usage, guest_result) = match finished {
-            Ok((usage, result)) => (usage, result.map_err(|e| format!("{e:?}"))),
-            Err(join_error) => (
-                Usage::default(),
-                Err(format!("the invocation task failed: {join_error}")),
-            ),
+            Ok((usage, result)) => (usage, result.map_err(|e| (Failure::of(&e), format!("{e:?}")))),
+            Err(join_error) => {
+                (Usage::default(), Err((Failure::Trap, format!("the invocation task failed: {join_error}"))))
+            }
         };
         let outcome = match (response, guest_result) {
             (Ok(mut resp), Ok(())) => {
@@ -220,11 +226,9 @@ impl Invoker {
                     .unwrap_or(0);
                 Outcome::Answered(resp)
             }
-            (Ok(_), Err(trap)) => {
-                Outcome::Failed(format!("the function failed after answering: {trap}"))
-            }
-            (Err(missing), Ok(())) => Outcome::Failed(missing),
-            (Err(_), Err(trap)) => Outcome::Failed(trap),
+            (Ok(_), Err((kind, trap))) => Outcome::Failed(kind, format!("the function failed after answering: {trap}")),
+            (Err(missing), Ok(())) => Outcome::Failed(Failure::Trap, missing),
+            (Err(_), Err((kind, trap))) => Outcome::Failed(kind, trap),
         };
         Invocation { outcome, usage }
     }

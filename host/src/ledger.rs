@@ -25,6 +25,10 @@ pub enum Outcome {
     Answered,
     /// The function trapped or failed without an answer.
     Trap,
+    /// The function passed its wall-clock deadline.
+    Timeout,
+    /// The function burnt its whole fuel budget.
+    OutOfFuel,
     /// An idempotent replay: nothing executed.
     Replay,
 }
@@ -35,6 +39,8 @@ impl Outcome {
         match self {
             Self::Answered => "answered",
             Self::Trap => "trap",
+            Self::Timeout => "timeout",
+            Self::OutOfFuel => "out_of_fuel",
             Self::Replay => "replay",
         }
     }
@@ -55,7 +61,7 @@ pub struct Entry {
     pub route: String,
     /// HTTP status answered.
     pub status: u16,
-    /// `answered`, `trap` or `replay`.
+    /// `answered`, `trap`, `timeout`, `out_of_fuel` or `replay`.
     pub outcome: String,
     /// Guest fuel consumed.
     pub fuel: i64,
@@ -152,10 +158,7 @@ fn canonical(seq: i64, e: &Entry, prev_hash: &str) -> String {
 }
 
 fn hash_of(seq: i64, e: &Entry, prev_hash: &str) -> String {
-    Sha256::digest(canonical(seq, e, prev_hash).as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    Sha256::digest(canonical(seq, e, prev_hash).as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
 }
 
 const COLUMNS: &str = "seq, id, tenant, key_id, ts_us, route, status, outcome, fuel, wall_us, nn_us, \
@@ -192,17 +195,11 @@ impl Db {
     /// Append `entry` to the chain, charge its tokens to the tenant and, when given, store
     /// the answer for idempotent replays — all in one transaction, durable on return.
     /// Returns the row and the tenant's new balance.
-    pub fn record(
-        &self,
-        entry: &Entry,
-        answer: Option<&StoredAnswer>,
-    ) -> anyhow::Result<(LedgerRow, i64)> {
+    pub fn record(&self, entry: &Entry, answer: Option<&StoredAnswer>) -> anyhow::Result<(LedgerRow, i64)> {
         let mut conn = self.lock();
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         let (last_seq, last_hash): (i64, String) = tx
-            .query_row("SELECT seq, hash FROM chain_head WHERE id = 1", [], |r| {
-                Ok((r.get(0)?, r.get(1)?))
-            })
+            .query_row("SELECT seq, hash FROM chain_head WHERE id = 1", [], |r| Ok((r.get(0)?, r.get(1)?)))
             .optional()?
             .unwrap_or((0, GENESIS.to_owned()));
         let seq = last_seq + 1;
@@ -246,22 +243,12 @@ impl Db {
             )?;
         }
         tx.commit()?;
-        let row = LedgerRow {
-            seq,
-            entry: entry.clone(),
-            prev_hash: last_hash,
-            hash,
-        };
+        let row = LedgerRow { seq, entry: entry.clone(), prev_hash: last_hash, hash };
         Ok((row, balance))
     }
 
     /// The stored answer for `(tenant, key)` created at or after `since_us`.
-    pub fn stored_answer(
-        &self,
-        tenant: &str,
-        key: &str,
-        since_us: i64,
-    ) -> anyhow::Result<Option<StoredAnswer>> {
+    pub fn stored_answer(&self, tenant: &str, key: &str, since_us: i64) -> anyhow::Result<Option<StoredAnswer>> {
         let conn = self.lock();
         let found = conn
             .query_row(
@@ -308,12 +295,7 @@ impl Db {
     }
 
     /// `tenant`'s invocations with `from_us <= ts_us < to_us`, in chain order.
-    pub fn invocations(
-        &self,
-        tenant: &str,
-        from_us: i64,
-        to_us: i64,
-    ) -> anyhow::Result<Vec<LedgerRow>> {
+    pub fn invocations(&self, tenant: &str, from_us: i64, to_us: i64) -> anyhow::Result<Vec<LedgerRow>> {
         let conn = self.lock();
         let mut stmt = conn.prepare(&format!(
             "SELECT {COLUMNS} FROM invocations WHERE tenant = ?1 AND ts_us >= ?2 AND ts_us < ?3 ORDER BY seq"
@@ -336,9 +318,7 @@ impl Db {
     pub fn verify(&self) -> anyhow::Result<VerifyReport> {
         let conn = self.lock();
         let head: Option<(i64, String)> = conn
-            .query_row("SELECT seq, hash FROM chain_head WHERE id = 1", [], |r| {
-                Ok((r.get(0)?, r.get(1)?))
-            })
+            .query_row("SELECT seq, hash FROM chain_head WHERE id = 1", [], |r| Ok((r.get(0)?, r.get(1)?)))
             .optional()?;
         let mut stmt = conn.prepare(&format!("SELECT {COLUMNS} FROM invocations ORDER BY seq"))?;
         let mut rows = stmt.query([])?;
@@ -371,10 +351,8 @@ impl Db {
                 break;
             }
             if hash_of(row.seq, &row.entry, &row.prev_hash) != row.hash {
-                problem = Some(format!(
-                    "row {} ({}) was altered: its contents do not match its hash",
-                    row.seq, row.entry.id
-                ));
+                problem =
+                    Some(format!("row {} ({}) was altered: its contents do not match its hash", row.seq, row.entry.id));
                 break;
             }
             prev = row.hash;
@@ -386,10 +364,7 @@ impl Db {
             match &head {
                 Some((seq, hash)) if *seq != last || *hash != prev => {
                     problem = Some(if *seq > last {
-                        format!(
-                            "rows {} to {seq} were removed from the end of the chain",
-                            last + 1
-                        )
+                        format!("rows {} to {seq} were removed from the end of the chain", last + 1)
                     } else {
                         format!("the chain head (row {seq}) does not match the last row ({last})")
                     });
@@ -418,11 +393,7 @@ impl Db {
                 }
             }
         }
-        Ok(VerifyReport {
-            rows: count,
-            head: prev,
-            problem,
-        })
+        Ok(VerifyReport { rows: count, head: prev, problem })
     }
 }
 
@@ -478,23 +449,16 @@ mod tests {
     #[test]
     fn an_edited_row_is_named() {
         let (db, dir) = ledger_with_rows("edited", 5);
-        db.lock()
-            .execute("UPDATE invocations SET tokens = 1 WHERE seq = 3", [])
-            .unwrap();
+        db.lock().execute("UPDATE invocations SET tokens = 1 WHERE seq = 3", []).unwrap();
         let problem = db.verify().unwrap().problem.unwrap();
-        assert!(
-            problem.starts_with("row 3 (inv-3) was altered"),
-            "{problem}"
-        );
+        assert!(problem.starts_with("row 3 (inv-3) was altered"), "{problem}");
         let _ = std::fs::remove_dir_all(dir);
     }
 
     #[test]
     fn a_removed_row_is_named() {
         let (db, dir) = ledger_with_rows("removed", 5);
-        db.lock()
-            .execute("DELETE FROM invocations WHERE seq = 2", [])
-            .unwrap();
+        db.lock().execute("DELETE FROM invocations WHERE seq = 2", []).unwrap();
         let problem = db.verify().unwrap().problem.unwrap();
         assert!(problem.starts_with("row 2 was removed"), "{problem}");
         let _ = std::fs::remove_dir_all(dir);
@@ -503,9 +467,7 @@ mod tests {
     #[test]
     fn a_removed_last_row_is_named() {
         let (db, dir) = ledger_with_rows("tail", 5);
-        db.lock()
-            .execute("DELETE FROM invocations WHERE seq = 5", [])
-            .unwrap();
+        db.lock().execute("DELETE FROM invocations WHERE seq = 5", []).unwrap();
         let problem = db.verify().unwrap().problem.unwrap();
         assert!(problem.contains("rows 5 to 5 were removed"), "{problem}");
         let _ = std::fs::remove_dir_all(dir);
@@ -516,35 +478,21 @@ mod tests {
         let (db, dir) = ledger_with_rows("rehashed", 4);
         // Alter row 2 and recompute its own hash: row 3 no longer follows it.
         let conn = db.lock();
-        let mut row: LedgerRow = conn
-            .query_row(
-                &format!("SELECT {COLUMNS} FROM invocations WHERE seq = 2"),
-                [],
-                read_row,
-            )
-            .unwrap();
+        let mut row: LedgerRow =
+            conn.query_row(&format!("SELECT {COLUMNS} FROM invocations WHERE seq = 2"), [], read_row).unwrap();
         row.entry.tokens = 0;
         let hash = hash_of(2, &row.entry, &row.prev_hash);
-        conn.execute(
-            "UPDATE invocations SET tokens = 0, hash = ?1 WHERE seq = 2",
-            params![hash],
-        )
-        .unwrap();
+        conn.execute("UPDATE invocations SET tokens = 0, hash = ?1 WHERE seq = 2", params![hash]).unwrap();
         drop(conn);
         let problem = db.verify().unwrap().problem.unwrap();
-        assert!(
-            problem.starts_with("row 3 (inv-3) does not follow row 2"),
-            "{problem}"
-        );
+        assert!(problem.starts_with("row 3 (inv-3) does not follow row 2"), "{problem}");
         let _ = std::fs::remove_dir_all(dir);
     }
 
     #[test]
     fn a_tampered_balance_is_named() {
         let (db, dir) = ledger_with_rows("balance", 2);
-        db.lock()
-            .execute("UPDATE tenants SET balance = balance + 1000", [])
-            .unwrap();
+        db.lock().execute("UPDATE tenants SET balance = balance + 1000", []).unwrap();
         let problem = db.verify().unwrap().problem.unwrap();
         assert!(problem.contains("tenant \"acme\" has balance"), "{problem}");
         let _ = std::fs::remove_dir_all(dir);

@@ -12,6 +12,7 @@
 #![deny(missing_docs)]
 
 pub mod api;
+pub mod audit;
 pub mod billing;
 pub mod cli;
 pub mod config;
@@ -20,7 +21,9 @@ pub mod engine;
 pub mod idempotency;
 pub mod invoke;
 pub mod ledger;
+pub mod limits;
 pub mod metering;
+pub mod metrics;
 pub mod nn;
 pub mod pricing;
 pub mod server;

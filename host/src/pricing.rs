@@ -108,10 +108,7 @@ pub struct TokenValue {
 impl Default for TokenValue {
     /// 1 token = 0.000001 CNY (1 µ¥).
     fn default() -> Self {
-        Self {
-            currency: "CNY".to_owned(),
-            value: "0.000001".to_owned(),
-        }
+        Self { currency: "CNY".to_owned(), value: "0.000001".to_owned() }
     }
 }
 
@@ -151,20 +148,13 @@ impl Decimal {
         if !valid {
             anyhow::bail!("token value {text:?} is not a decimal number like \"0.000001\"");
         }
-        let digits = format!("{int}{frac}")
-            .parse::<i128>()
-            .map_err(|_| anyhow::anyhow!("token value {text:?} is too large"))?;
-        Ok(Self {
-            digits,
-            scale: frac.len() as u32,
-        })
+        let digits =
+            format!("{int}{frac}").parse::<i128>().map_err(|_| anyhow::anyhow!("token value {text:?} is too large"))?;
+        Ok(Self { digits, scale: frac.len() as u32 })
     }
 
     fn times(self, n: i64) -> Self {
-        Self {
-            digits: self.digits.saturating_mul(i128::from(n)),
-            scale: self.scale,
-        }
+        Self { digits: self.digits.saturating_mul(i128::from(n)), scale: self.scale }
     }
 }
 
@@ -191,11 +181,7 @@ mod tests {
     /// = 0.0059152 ¥ per image; with 1 token = 1 µ¥, rounded up: 5916 tokens.
     #[test]
     fn the_seed_example() {
-        let usage = Usage {
-            wall: Duration::from_millis(300),
-            peak_memory: 2048 << 20,
-            ..Usage::default()
-        };
+        let usage = Usage { wall: Duration::from_millis(300), peak_memory: 2048 << 20, ..Usage::default() };
         let tokens = PriceSheet::default().tokens(&usage, Charge::Executed);
         assert_eq!(tokens, 5916);
         // And exactly 0.0059152 ¥ before rounding: 5915.2 tokens.
@@ -223,15 +209,8 @@ mod tests {
         };
         // 10 + 6 + 3 + 7.5 + 3.5 = 30 exactly.
         assert_eq!(sheet.tokens(&usage, Charge::Executed), 30);
-        let usage = Usage {
-            fuel: 1_500_001,
-            ..usage
-        };
-        assert_eq!(
-            sheet.tokens(&usage, Charge::Executed),
-            31,
-            "a fraction of a token rounds up"
-        );
+        let usage = Usage { fuel: 1_500_001, ..usage };
+        assert_eq!(sheet.tokens(&usage, Charge::Executed), 31, "a fraction of a token rounds up");
         assert_eq!(sheet.tokens(&usage, Charge::CacheHit), 22);
         assert_eq!(sheet.tokens(&usage, Charge::Replay), 0);
         assert_eq!(sheet.tokens(&Usage::default(), Charge::Executed), 10);
@@ -246,20 +225,13 @@ mod tests {
             pixels: u64::MAX,
             ..Usage::default()
         };
-        let t = PriceSheet {
-            per_million_fuel: 1_000_000,
-            ..PriceSheet::default()
-        }
-        .tokens(&usage, Charge::Executed);
+        let t = PriceSheet { per_million_fuel: 1_000_000, ..PriceSheet::default() }.tokens(&usage, Charge::Executed);
         assert!(t > 1 << 40);
     }
 
     #[test]
     fn decimals() {
-        let v = |s: &str| TokenValue {
-            currency: "X".into(),
-            value: s.into(),
-        };
+        let v = |s: &str| TokenValue { currency: "X".into(), value: s.into() };
         assert_eq!(v("0.000001").format(5916), "0.005916");
         assert_eq!(v("0.5").format(3), "1.5");
         assert_eq!(v("2").format(3), "6");

@@ -1,8 +1,9 @@
 //! The HTTP front: accept connections (hyper), route each request, shut down gracefully.
 //!
-//! Routes: `GET /healthz` (open, unbilled), `GET /v1/usage` and `GET /v1/invocations/{id}`
-//! ([`crate::api`], answered by the host), everything else goes to the function through
-//! [`crate::billing`] (authenticated, admitted, metered, recorded).
+//! Routes: `GET /healthz` (open, unbilled), `GET /metrics` (Prometheus), `GET /v1/usage`
+//! and `GET /v1/invocations/{id}` ([`crate::api`], answered by the host); everything else
+//! goes to the function through [`crate::billing`] (authenticated, admitted, metered,
+//! recorded). Every request ends with one audit line and its metrics.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -20,10 +21,13 @@ use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use yolo_core::{ApiError, ErrorCode};
 
+use crate::audit::{AuditLog, RequestFacts};
 use crate::config::Config;
 use crate::db::Db;
 use crate::idempotency::Idempotency;
-use crate::invoke::{Invoker, Outcome};
+use crate::invoke::{Failure, Invoker, Outcome};
+use crate::limits::{Slots, TenantGate};
+use crate::metrics::{Metrics, route_label};
 
 /// Default request body limit: 20 MiB.
 pub const DEFAULT_MAX_BODY_BYTES: usize = 20 << 20;
@@ -40,6 +44,14 @@ pub struct App {
     pub config: Config,
     /// Requests in flight per idempotency key.
     pub idempotency: Idempotency,
+    /// Instance slots and their wait queue.
+    pub slots: Slots,
+    /// Per-tenant rate and concurrency limits.
+    pub tenants: TenantGate,
+    /// Prometheus metrics.
+    pub metrics: Metrics,
+    /// The audit log.
+    pub audit: AuditLog,
 }
 
 /// The response type of every route.
@@ -72,9 +84,7 @@ pub async fn serve(
             let app = app.clone();
             async move { Ok::<_, Infallible>(route(app, req, peer).await) }
         });
-        let conn = http1::Builder::new()
-            .keep_alive(true)
-            .serve_connection(TokioIo::new(stream), service);
+        let conn = http1::Builder::new().keep_alive(true).serve_connection(TokioIo::new(stream), service);
         let conn = graceful.watch(conn);
         tokio::spawn(async move {
             if let Err(e) = conn.await {
@@ -91,14 +101,56 @@ pub async fn serve(
 }
 
 async fn route(app: Arc<App>, req: Request<Incoming>, peer: SocketAddr) -> Reply {
+    let started = std::time::Instant::now();
     let path = req.uri().path().to_owned();
-    if path == "/healthz" {
-        return unbilled(&app, req).await;
+    let method = req.method().clone();
+    let mut reply = match path.as_str() {
+        "/healthz" => unbilled(&app, req).await,
+        "/metrics" if method == http::Method::GET => metrics(&app),
+        "/v1/usage" => crate::api::handle(&app, req).await,
+        p if p.starts_with("/v1/invocations/") => crate::api::handle(&app, req).await,
+        _ => crate::billing::handle(app.clone(), req, peer).await,
+    };
+    let facts = reply.extensions_mut().remove::<RequestFacts>().unwrap_or_default();
+    observe(&app, &path, reply.status().as_u16(), &facts);
+    app.audit.record(peer, method.as_str(), &path, reply.status().as_u16(), &facts, started.elapsed());
+    reply
+}
+
+/// Count a finished request in the metrics.
+fn observe(app: &App, path: &str, status: u16, facts: &RequestFacts) {
+    let m = &app.metrics;
+    let route = route_label(path);
+    m.requests.with_label_values(&[route, &status.to_string()]).inc();
+    if let Some(reason) = facts.refused {
+        m.refused.with_label_values(&[reason]).inc();
     }
-    if path == "/v1/usage" || path.starts_with("/v1/invocations/") {
-        return crate::api::handle(&app, req).await;
+    if let Some(wall) = facts.wall_seconds {
+        m.invocation_seconds.with_label_values(&[route]).observe(wall);
     }
-    crate::billing::handle(app, req, peer).await
+    if let Some(nn) = facts.inference_seconds {
+        m.inference_seconds.with_label_values(&[route]).observe(nn);
+    }
+    if let (Some(tenant), Some(tokens)) = (&facts.tenant, facts.tokens) {
+        m.tokens.with_label_values(&[tenant]).inc_by(tokens);
+    }
+    if let (Some(tenant), Some(fuel)) = (&facts.tenant, facts.fuel) {
+        m.fuel.with_label_values(&[tenant]).inc_by(fuel);
+    }
+    if facts.cache_hit
+        && let Some(tenant) = &facts.tenant
+    {
+        m.cache_hits.with_label_values(&[tenant]).inc();
+    }
+}
+
+/// `GET /metrics`: Prometheus text format.
+fn metrics(app: &App) -> Reply {
+    app.metrics.queue_depth.set(app.slots.queue_depth() as i64);
+    app.metrics.busy_instances.set(app.slots.busy() as i64);
+    let mut r = Response::new(Full::new(Bytes::from(app.metrics.render())));
+    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"));
+    r
 }
 
 /// A JSON error answer.
@@ -110,10 +162,7 @@ pub fn json_error(e: &ApiError) -> Reply {
 pub fn json_reply(status: u16, body: String) -> Reply {
     let mut r = Response::new(Full::new(Bytes::from(body)));
     *r.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    r.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
+    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     r
 }
 
@@ -125,21 +174,13 @@ pub fn set_header(r: &mut Reply, name: &'static str, value: impl AsRef<str>) {
 }
 
 fn too_large(limit: usize) -> ApiError {
-    ApiError::new(
-        ErrorCode::PayloadTooLarge,
-        format!("the request body is larger than the limit of {limit} bytes"),
-    )
+    ApiError::new(ErrorCode::PayloadTooLarge, format!("the request body is larger than the limit of {limit} bytes"))
 }
 
 /// The declared `Content-Length` is over the limit (checked before reading anything).
 pub fn declared_too_large(parts: &Parts, limit: usize) -> Option<Reply> {
-    let declared = parts
-        .headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
-    declared
-        .is_some_and(|n| n > limit as u64)
-        .then(|| json_error(&too_large(limit)))
+    let declared = parts.headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    declared.is_some_and(|n| n > limit as u64).then(|| json_error(&too_large(limit)))
 }
 
 /// Read the whole body, refusing (413) once it passes `limit` (chunked bodies included).
@@ -147,10 +188,9 @@ pub async fn read_body(body: Incoming, limit: usize) -> Result<Bytes, Reply> {
     match Limited::new(body, limit).collect().await {
         Ok(collected) => Ok(collected.to_bytes()),
         Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(json_error(&too_large(limit))),
-        Err(e) => Err(json_error(&ApiError::new(
-            ErrorCode::InvalidRequest,
-            format!("could not read the request body: {e}"),
-        ))),
+        Err(e) => {
+            Err(json_error(&ApiError::new(ErrorCode::InvalidRequest, format!("could not read the request body: {e}"))))
+        }
     }
 }
 
@@ -167,19 +207,23 @@ pub fn function_reply(outcome: &Outcome) -> Reply {
             let mut r = Response::new(Full::new(guest.body.clone()));
             *r.status_mut() = guest.parts.status;
             for (name, value) in &guest.parts.headers {
-                if name != header::CONTENT_LENGTH
-                    && name != header::TRANSFER_ENCODING
-                    && name != header::CONNECTION
-                {
+                if name != header::CONTENT_LENGTH && name != header::TRANSFER_ENCODING && name != header::CONNECTION {
                     r.headers_mut().append(name, value.clone());
                 }
             }
             r
         }
-        Outcome::Failed(message) => json_error(&ApiError::new(
-            ErrorCode::FunctionFailed,
-            format!("the function failed: {message}"),
-        )),
+        Outcome::Failed(kind, message) => json_error(&match kind {
+            Failure::Trap => ApiError::new(ErrorCode::FunctionFailed, format!("the function failed: {message}")),
+            Failure::Timeout => ApiError::new(
+                ErrorCode::FunctionTimeout,
+                format!("the function ran past its deadline and was stopped: {message}"),
+            ),
+            Failure::OutOfFuel => ApiError::new(
+                ErrorCode::FuelExhausted,
+                format!("the function burnt its whole fuel budget and was stopped: {message}"),
+            ),
+        }),
     }
 }
 
@@ -193,9 +237,14 @@ async fn unbilled(app: &App, req: Request<Incoming>) -> Reply {
         Ok(b) => b,
         Err(refused) => return refused,
     };
-    let invocation = app
-        .invoker
-        .invoke(Request::from_parts(parts, Full::new(body)))
-        .await;
+    let _slot = match app.slots.acquire().await {
+        Ok(slot) => slot,
+        Err(refusal) => {
+            let mut r = json_error(&ApiError::new(ErrorCode::Overloaded, "every instance is busy: retry later"));
+            set_header(&mut r, "retry-after", refusal.retry_after_secs().to_string());
+            return r;
+        }
+    };
+    let invocation = app.invoker.invoke(Request::from_parts(parts, Full::new(body))).await;
     function_reply(&invocation.outcome)
 }

@@ -33,12 +33,7 @@ impl MemoryMeter {
 }
 
 impl wasmtime::ResourceLimiter for MemoryMeter {
-    fn memory_growing(
-        &mut self,
-        _current: usize,
-        desired: usize,
-        maximum: Option<usize>,
-    ) -> wasmtime::Result<bool> {
+    fn memory_growing(&mut self, _current: usize, desired: usize, maximum: Option<usize>) -> wasmtime::Result<bool> {
         let allowed = desired <= self.cap && maximum.is_none_or(|m| desired <= m);
         if allowed {
             self.peak = self.peak.max(desired);
@@ -46,12 +41,7 @@ impl wasmtime::ResourceLimiter for MemoryMeter {
         Ok(allowed)
     }
 
-    fn table_growing(
-        &mut self,
-        _current: usize,
-        desired: usize,
-        maximum: Option<usize>,
-    ) -> wasmtime::Result<bool> {
+    fn table_growing(&mut self, _current: usize, desired: usize, maximum: Option<usize>) -> wasmtime::Result<bool> {
         Ok(desired <= 1_000_000 && maximum.is_none_or(|m| desired <= m))
     }
 }
@@ -70,10 +60,7 @@ impl WasiHttpHooks for NoOutgoingHttp {
         _options: Option<wasmtime_wasi_http::RequestOptions>,
         _fut: BoxedFuture<Result<(), wasmtime_wasi_http::Error>>,
     ) -> BoxedFuture<
-        wasmtime_wasi_http::Result<(
-            http::Response<WasiBody>,
-            BoxedFuture<Result<(), wasmtime_wasi_http::Error>>,
-        )>,
+        wasmtime_wasi_http::Result<(http::Response<WasiBody>, BoxedFuture<Result<(), wasmtime_wasi_http::Error>>)>,
     > {
         Box::new(async { Err(wasmtime_wasi_http::Error::HttpRequestDenied) })
     }
@@ -98,30 +85,29 @@ impl InvocationState {
         env: &[(String, String)],
         registry: Arc<GraphRegistry>,
         memory_cap: usize,
+        inference_timeout: std::time::Duration,
     ) -> anyhow::Result<Self> {
         let mut wasi = WasiCtx::builder();
         // A fixed insecure seed: the guest's HashMap keys (its only use) stay the same from
         // one request to the next, so identical requests burn identical fuel.
-        wasi.insecure_random_seed(0x79_6f_6c_6f_2d_65_64_67_65)
-            .inherit_stderr()
-            .envs(env)
-            .preopened_dir(models_dir, GUEST_MODELS_DIR, FsPerms::ReadOnly)?;
+        wasi.insecure_random_seed(0x79_6f_6c_6f_2d_65_64_67_65).inherit_stderr().envs(env).preopened_dir(
+            models_dir,
+            GUEST_MODELS_DIR,
+            FsPerms::ReadOnly,
+        )?;
         Ok(Self {
             table: ResourceTable::new(),
             wasi: wasi.build(),
             http: WasiHttpCtx::new(),
             hooks: NoOutgoingHttp,
-            nn: NnCtx::new(registry),
+            nn: NnCtx::new(registry, inference_timeout),
             memory: MemoryMeter::new(memory_cap),
         })
     }
 
     /// The wasi-nn view (for [`crate::nn::add_to_linker`]).
     pub fn nn(&mut self) -> NnView<'_> {
-        NnView {
-            ctx: &mut self.nn,
-            table: &mut self.table,
-        }
+        NnView { ctx: &mut self.nn, table: &mut self.table }
     }
 
     /// What inference cost this store.
@@ -132,20 +118,13 @@ impl InvocationState {
 
 impl WasiView for InvocationState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
-        WasiCtxView {
-            ctx: &mut self.wasi,
-            table: &mut self.table,
-        }
+        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
     }
 }
 
 impl WasiHttpView for InvocationState {
     fn http(&mut self) -> WasiHttpCtxView<'_> {
-        WasiHttpCtxView {
-            ctx: &mut self.http,
-            table: &mut self.table,
-            hooks: &mut self.hooks,
-        }
+        WasiHttpCtxView { ctx: &mut self.http, table: &mut self.table, hooks: &mut self.hooks }
     }
 }
 
@@ -159,15 +138,8 @@ mod tests {
         let mut m = MemoryMeter::new(1 << 20);
         assert!(m.memory_growing(0, 64 << 10, None).unwrap());
         assert!(m.memory_growing(64 << 10, 512 << 10, None).unwrap());
-        assert!(
-            !m.memory_growing(512 << 10, 2 << 20, None).unwrap(),
-            "over the cap"
-        );
-        assert!(
-            !m.memory_growing(512 << 10, 768 << 10, Some(600 << 10))
-                .unwrap(),
-            "over the module's maximum"
-        );
+        assert!(!m.memory_growing(512 << 10, 2 << 20, None).unwrap(), "over the cap");
+        assert!(!m.memory_growing(512 << 10, 768 << 10, Some(600 << 10)).unwrap(), "over the module's maximum");
         assert_eq!(m.peak(), 512 << 10, "refused growth is not counted");
     }
 }

@@ -71,12 +71,7 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 
 /// Tenant names: 1-64 of letters, digits, `-`, `_`, `.`.
 pub fn validate_tenant(name: &str) -> anyhow::Result<()> {
-    if name.is_empty()
-        || name.len() > 64
-        || !name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
-    {
+    if name.is_empty() || name.len() > 64 || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b)) {
         bail!("tenant names are 1-64 letters, digits, '-', '_' or '.', got {name:?}");
     }
     Ok(())
@@ -115,12 +110,7 @@ impl Db {
              WHERE ?1 IS NULL OR tenant = ?1 ORDER BY tenant, created_us",
         )?;
         let rows = stmt.query_map(params![tenant], |r| {
-            Ok(KeyInfo {
-                id: r.get(0)?,
-                tenant: r.get(1)?,
-                created_us: r.get(2)?,
-                revoked_us: r.get(3)?,
-            })
+            Ok(KeyInfo { id: r.get(0)?, tenant: r.get(1)?, created_us: r.get(2)?, revoked_us: r.get(3)? })
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
@@ -150,11 +140,7 @@ impl Db {
     pub fn balance(&self, tenant: &str) -> anyhow::Result<Option<i64>> {
         Ok(self
             .lock()
-            .query_row(
-                "SELECT balance FROM tenants WHERE name = ?1",
-                params![tenant],
-                |r| r.get(0),
-            )
+            .query_row("SELECT balance FROM tenants WHERE name = ?1", params![tenant], |r| r.get(0))
             .optional()?)
     }
 
@@ -173,11 +159,9 @@ impl Db {
             .ok_or(AuthError::Invalid)?;
         let row: Option<(String, Vec<u8>, Option<i64>)> = self
             .lock()
-            .query_row(
-                "SELECT tenant, key_sha256, revoked_us FROM api_keys WHERE id = ?1",
-                params![id],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-            )
+            .query_row("SELECT tenant, key_sha256, revoked_us FROM api_keys WHERE id = ?1", params![id], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+            })
             .optional()
             .map_err(|e| {
                 tracing::error!(error = %e, "key lookup failed");
@@ -190,20 +174,11 @@ impl Db {
         if revoked.is_some() {
             return Err(AuthError::Revoked);
         }
-        Ok(Caller {
-            tenant,
-            key_id: id.to_owned(),
-        })
+        Ok(Caller { tenant, key_id: id.to_owned() })
     }
 }
 
-fn credit_in(
-    tx: &rusqlite::Transaction<'_>,
-    tenant: &str,
-    tokens: i64,
-    note: &str,
-    now: i64,
-) -> anyhow::Result<i64> {
+fn credit_in(tx: &rusqlite::Transaction<'_>, tenant: &str, tokens: i64, note: &str, now: i64) -> anyhow::Result<i64> {
     let balance: Option<i64> = tx
         .query_row(
             "UPDATE tenants SET balance = balance + ?2 WHERE name = ?1 RETURNING balance",
@@ -211,9 +186,8 @@ fn credit_in(
             |r| r.get(0),
         )
         .optional()?;
-    let balance = balance.with_context(|| {
-        format!("no tenant {tenant:?} (create one with `yolo-edge keys create --tenant {tenant}`)")
-    })?;
+    let balance = balance
+        .with_context(|| format!("no tenant {tenant:?} (create one with `yolo-edge keys create --tenant {tenant}`)"))?;
     tx.execute(
         "INSERT INTO credits (tenant, tokens, ts_us, note) VALUES (?1, ?2, ?3, ?4)",
         params![tenant, tokens, now, note],
@@ -232,36 +206,21 @@ mod tests {
         let k = db.create_key("acme", 500).unwrap();
         assert!(k.key.starts_with(&format!("ye_{}_", k.id)));
         let caller = db.authenticate(Some(&format!("Bearer {}", k.key))).unwrap();
-        assert_eq!(
-            caller,
-            Caller {
-                tenant: "acme".into(),
-                key_id: k.id.clone()
-            }
-        );
+        assert_eq!(caller, Caller { tenant: "acme".into(), key_id: k.id.clone() });
         assert_eq!(db.balance("acme").unwrap(), Some(500));
 
         assert_eq!(db.authenticate(None), Err(AuthError::Missing));
         assert_eq!(db.authenticate(Some("Basic abc")), Err(AuthError::Missing));
-        assert_eq!(
-            db.authenticate(Some("Bearer nonsense")),
-            Err(AuthError::Invalid)
-        );
+        assert_eq!(db.authenticate(Some("Bearer nonsense")), Err(AuthError::Invalid));
         let wrong = format!("Bearer ye_{}_{}", k.id, "0".repeat(48));
         assert_eq!(db.authenticate(Some(&wrong)), Err(AuthError::Invalid));
 
         let raw = std::fs::read(db.path()).unwrap();
         let secret = k.key.rsplit('_').next().unwrap();
-        assert!(
-            !raw.windows(secret.len()).any(|w| w == secret.as_bytes()),
-            "the secret is not stored"
-        );
+        assert!(!raw.windows(secret.len()).any(|w| w == secret.as_bytes()), "the secret is not stored");
 
         db.revoke_key(&k.id).unwrap();
-        assert_eq!(
-            db.authenticate(Some(&format!("Bearer {}", k.key))),
-            Err(AuthError::Revoked)
-        );
+        assert_eq!(db.authenticate(Some(&format!("Bearer {}", k.key))), Err(AuthError::Revoked));
         assert!(db.revoke_key("nope").is_err());
         let listed = db.list_keys(Some("acme")).unwrap();
         assert_eq!(listed.len(), 1);

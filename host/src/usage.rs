@@ -27,15 +27,9 @@ fn parse_bound(text: &str, end: bool) -> Result<i64, String> {
     let date_format = time::macros::format_description!("[year]-[month]-[day]");
     match Date::parse(text, &date_format) {
         // A date as `to` includes the whole day.
-        Ok(d) if end => Ok(us(d
-            .next_day()
-            .unwrap_or(d)
-            .with_time(Time::MIDNIGHT)
-            .assume_utc())),
+        Ok(d) if end => Ok(us(d.next_day().unwrap_or(d).with_time(Time::MIDNIGHT).assume_utc())),
         Ok(d) => Ok(us(d.with_time(Time::MIDNIGHT).assume_utc())),
-        Err(_) => Err(format!(
-            "{text:?} is neither a date (2026-11-24) nor an RFC 3339 time (2026-11-24T10:00:00Z)"
-        )),
+        Err(_) => Err(format!("{text:?} is neither a date (2026-11-24) nor an RFC 3339 time (2026-11-24T10:00:00Z)")),
     }
 }
 
@@ -43,16 +37,8 @@ impl Period {
     /// Parse `from` / `to` (dates `YYYY-MM-DD`, a date as `to` included whole, or RFC 3339
     /// times); missing bounds are open.
     pub fn parse(from: Option<&str>, to: Option<&str>) -> Result<Self, String> {
-        let from_us = from
-            .filter(|s| !s.is_empty())
-            .map(|f| parse_bound(f, false))
-            .transpose()?
-            .unwrap_or(0);
-        let to_us = to
-            .filter(|s| !s.is_empty())
-            .map(|t| parse_bound(t, true))
-            .transpose()?
-            .unwrap_or(i64::MAX);
+        let from_us = from.filter(|s| !s.is_empty()).map(|f| parse_bound(f, false)).transpose()?.unwrap_or(0);
+        let to_us = to.filter(|s| !s.is_empty()).map(|t| parse_bound(t, true)).transpose()?.unwrap_or(i64::MAX);
         if to_us <= from_us {
             return Err("`to` must be after `from`".to_owned());
         }
@@ -172,18 +158,8 @@ impl Db {
     }
 }
 
-const COLUMNS: [&str; 10] = [
-    "date",
-    "calls",
-    "tokens",
-    "fuel",
-    "wall_us",
-    "nn_us",
-    "pixels",
-    "failed",
-    "replays",
-    "cache_hits",
-];
+const COLUMNS: [&str; 10] =
+    ["date", "calls", "tokens", "fuel", "wall_us", "nn_us", "pixels", "failed", "replays", "cache_hits"];
 
 fn cells(label: &str, t: &Totals) -> [String; 10] {
     [
@@ -206,21 +182,17 @@ impl UsageReport {
         let mut rows: Vec<[String; 10]> = vec![COLUMNS.map(str::to_owned)];
         rows.extend(self.days.iter().map(|d| cells(&d.date, &d.totals)));
         rows.push(cells("total", &self.total));
-        let widths: Vec<usize> = (0..10)
-            .map(|i| rows.iter().map(|r| r[i].len()).max().unwrap_or(0))
-            .collect();
+        let widths: Vec<usize> = (0..10).map(|i| rows.iter().map(|r| r[i].len()).max().unwrap_or(0)).collect();
         let mut out = format!("tenant {}\n", self.tenant);
         for row in &rows {
             let line: Vec<String> = row
                 .iter()
                 .enumerate()
-                .map(|(i, c)| {
-                    if i == 0 {
-                        format!("{c:<w$}", w = widths[i])
-                    } else {
-                        format!("{c:>w$}", w = widths[i])
-                    }
-                })
+                .map(
+                    |(i, c)| {
+                        if i == 0 { format!("{c:<w$}", w = widths[i]) } else { format!("{c:>w$}", w = widths[i]) }
+                    },
+                )
                 .collect();
             out.push_str(line.join("  ").trim_end());
             out.push('\n');
@@ -233,11 +205,7 @@ impl UsageReport {
     pub fn csv(&self) -> String {
         let mut out = format!("tenant,{}\n", COLUMNS.join(","));
         for d in &self.days {
-            out.push_str(&format!(
-                "{},{}\n",
-                self.tenant,
-                cells(&d.date, &d.totals).join(",")
-            ));
+            out.push_str(&format!("{},{}\n", self.tenant, cells(&d.date, &d.totals).join(",")));
         }
         out
     }
@@ -270,51 +238,29 @@ mod tests {
     #[test]
     fn periods() {
         let p = Period::parse(Some("2026-11-24"), Some("2026-11-24")).unwrap();
-        assert_eq!(
-            p.to_us - p.from_us,
-            86_400_000_000,
-            "a date as `to` includes the day"
-        );
+        assert_eq!(p.to_us - p.from_us, 86_400_000_000, "a date as `to` includes the day");
         assert_eq!(rfc3339(p.from_us), "2026-11-24T00:00:00Z");
         let p = Period::parse(Some("2026-11-24T10:00:00Z"), None).unwrap();
         assert_eq!(rfc3339(p.from_us), "2026-11-24T10:00:00Z");
         assert_eq!(p.to_us, i64::MAX);
-        assert_eq!(
-            Period::parse(None, None).unwrap(),
-            Period {
-                from_us: 0,
-                to_us: i64::MAX
-            }
-        );
+        assert_eq!(Period::parse(None, None).unwrap(), Period { from_us: 0, to_us: i64::MAX });
         assert!(Period::parse(Some("yesterday"), None).is_err());
         assert!(Period::parse(Some("2026-11-25"), Some("2026-11-24")).is_err());
     }
 
     #[test]
     fn formats() {
-        let day = Totals {
-            calls: 2,
-            tokens: 2002,
-            ..Totals::default()
-        };
+        let day = Totals { calls: 2, tokens: 2002, ..Totals::default() };
         let report = UsageReport {
             tenant: "acme".into(),
             from: None,
             to: None,
             total: day.clone(),
-            days: vec![Day {
-                date: "2026-11-24".into(),
-                totals: day,
-            }],
+            days: vec![Day { date: "2026-11-24".into(), totals: day }],
         };
         let csv = report.csv();
         assert_eq!(csv.lines().count(), 2);
-        assert!(
-            csv.lines()
-                .nth(1)
-                .unwrap()
-                .starts_with("acme,2026-11-24,2,2002,")
-        );
+        assert!(csv.lines().nth(1).unwrap().starts_with("acme,2026-11-24,2,2002,"));
         let table = report.table(|t| format!("{t} tokens"));
         assert!(table.contains("total cost: 2002 tokens"));
         assert!(table.lines().any(|l| l.starts_with("total")));

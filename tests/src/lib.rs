@@ -17,16 +17,11 @@ use serde_json::Value;
 
 /// The repository root.
 pub fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("tests/ is in the repository")
-        .to_owned()
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ is in the repository").to_owned()
 }
 
 fn env_path(var: &str, default: &str) -> PathBuf {
-    std::env::var_os(var)
-        .map(PathBuf::from)
-        .unwrap_or_else(|| repo().join(default))
+    std::env::var_os(var).map(PathBuf::from).unwrap_or_else(|| repo().join(default))
 }
 
 /// The host binary (`YOLO_EDGE_BIN`, default `target/release/yolo-edge`).
@@ -36,10 +31,7 @@ pub fn host_binary() -> PathBuf {
 
 /// The function component (`YOLO_EDGE_COMPONENT`).
 pub fn component() -> PathBuf {
-    env_path(
-        "YOLO_EDGE_COMPONENT",
-        "target/wasm32-wasip2/wasm/yolo_edge_function.wasm",
-    )
+    env_path("YOLO_EDGE_COMPONENT", "target/wasm32-wasip2/wasm/yolo_edge_function.wasm")
 }
 
 /// The misbehaving test-only component (`tests/guest`).
@@ -60,12 +52,8 @@ pub fn photo(name: &str) -> PathBuf {
 /// The bytes of a test photograph.
 pub fn photo_bytes(name: &str) -> Vec<u8> {
     let path = photo(name);
-    std::fs::read(&path).unwrap_or_else(|e| {
-        panic!(
-            "{}: {e} (run `cargo xtask test`, which fetches it)",
-            path.display()
-        )
-    })
+    std::fs::read(&path)
+        .unwrap_or_else(|e| panic!("{}: {e} (run `cargo xtask test`, which fetches it)", path.display()))
 }
 
 /// A running host process with its own fresh data directory and a tenant `test` whose key
@@ -89,11 +77,8 @@ static DATA_DIRS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsiz
 /// A new, empty data directory under the system temp dir.
 pub fn fresh_data_dir() -> PathBuf {
     let n = DATA_DIRS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos());
-    let dir =
-        std::env::temp_dir().join(format!("yolo-edge-test-{}-{n}-{nanos}", std::process::id()));
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+    let dir = std::env::temp_dir().join(format!("yolo-edge-test-{}-{n}-{nanos}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("create a data dir");
     dir
 }
@@ -117,16 +102,9 @@ pub fn cli(data_dir: &Path, args: &[&str]) -> (bool, String, String) {
 /// `yolo-edge keys create --tenant T --credit N`: the key, read from the last line of stdout.
 pub fn create_key(data_dir: &Path, tenant: &str, credit: i64) -> String {
     let credit = credit.to_string();
-    let (ok, out, err) = cli(
-        data_dir,
-        &["keys", "create", "--tenant", tenant, "--credit", &credit],
-    );
+    let (ok, out, err) = cli(data_dir, &["keys", "create", "--tenant", tenant, "--credit", &credit]);
     assert!(ok, "keys create failed: {err}");
-    out.lines()
-        .last()
-        .expect("a key on the last line")
-        .trim()
-        .to_owned()
+    out.lines().last().expect("a key on the last line").trim().to_owned()
 }
 
 impl Host {
@@ -146,29 +124,15 @@ impl Host {
     }
 
     /// Start with a given component and data directory (e.g. to restart on the same state).
-    pub fn start_full(
-        component: &Path,
-        models: &Path,
-        data_dir: &Path,
-        extra: &[&str],
-    ) -> anyhow::Result<Self> {
+    pub fn start_full(component: &Path, models: &Path, data_dir: &Path, extra: &[&str]) -> anyhow::Result<Self> {
         let key = create_key(data_dir, "test", 1_000_000_000);
         let bin = host_binary();
         if !bin.is_file() {
-            bail!(
-                "{} is missing: run the tests with `cargo xtask test`",
-                bin.display()
-            );
+            bail!("{} is missing: run the tests with `cargo xtask test`", bin.display());
         }
         let mut child = Command::new(&bin)
             .arg("serve")
-            .args([
-                "--listen",
-                "127.0.0.1:0",
-                "--exit-on-stdin-eof",
-                "--log-format",
-                "json",
-            ])
+            .args(["--listen", "127.0.0.1:0", "--exit-on-stdin-eof", "--log-format", "json"])
             .arg("--component")
             .arg(component)
             .arg("--models")
@@ -189,9 +153,7 @@ impl Host {
         std::thread::spawn(move || {
             let mut line = String::new();
             while stderr.read_line(&mut line).is_ok_and(|n| n > 0) {
-                sink.lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .push_str(&line);
+                sink.lock().unwrap_or_else(|p| p.into_inner()).push_str(&line);
                 line.clear();
             }
         });
@@ -216,15 +178,7 @@ impl Host {
             .timeout_global(Some(Duration::from_secs(120)))
             .build()
             .into();
-        Ok(Self {
-            child,
-            _stdin: stdin,
-            addr,
-            data_dir: data_dir.to_owned(),
-            key,
-            agent,
-            stderr: stderr_log,
-        })
+        Ok(Self { child, _stdin: stdin, addr, data_dir: data_dir.to_owned(), key, agent, stderr: stderr_log })
     }
 
     /// One host shared by the tests of a test binary (default settings).
@@ -240,10 +194,7 @@ impl Host {
 
     /// What the host logged so far.
     pub fn log(&self) -> String {
-        self.stderr
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        self.stderr.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     /// Whether the process is still running.
@@ -253,22 +204,11 @@ impl Host {
 
     /// `POST path` with a body and a content type (none when `None`), as tenant `test`.
     pub fn post(&self, path: &str, content_type: Option<&str>, body: &[u8]) -> Reply {
-        self.post_with(
-            path,
-            content_type,
-            body,
-            &[("authorization", &format!("Bearer {}", self.key))],
-        )
+        self.post_with(path, content_type, body, &[("authorization", &format!("Bearer {}", self.key))])
     }
 
     /// `POST path` with exactly the given extra headers (no default key).
-    pub fn post_with(
-        &self,
-        path: &str,
-        content_type: Option<&str>,
-        body: &[u8],
-        headers: &[(&str, &str)],
-    ) -> Reply {
+    pub fn post_with(&self, path: &str, content_type: Option<&str>, body: &[u8], headers: &[(&str, &str)]) -> Reply {
         let mut req = self.agent.post(self.url(path));
         if let Some(ct) = content_type {
             req = req.header("content-type", ct);
@@ -300,11 +240,7 @@ impl Host {
 
     /// `POST /detect` with raw image bytes and query options.
     pub fn detect_raw(&self, content_type: &str, image: &[u8], query: &str) -> Reply {
-        let path = if query.is_empty() {
-            "/detect".to_owned()
-        } else {
-            format!("/detect?{query}")
-        };
+        let path = if query.is_empty() { "/detect".to_owned() } else { format!("/detect?{query}") };
         self.post(&path, Some(content_type), image)
     }
 
@@ -312,11 +248,7 @@ impl Host {
     pub fn detect_json(&self, image: &[u8], options: Value) -> Reply {
         let mut body = options;
         body["image"] = Value::String(base64::engine::general_purpose::STANDARD.encode(image));
-        self.post(
-            "/detect",
-            Some("application/json"),
-            body.to_string().as_bytes(),
-        )
+        self.post("/detect", Some("application/json"), body.to_string().as_bytes())
     }
 
     /// A request with any method and no body, as tenant `test`.
@@ -325,26 +257,10 @@ impl Host {
         let auth = format!("Bearer {}", self.key);
         let resp = match method {
             "GET" => self.agent.get(&url).header("authorization", &auth).call(),
-            "DELETE" => self
-                .agent
-                .delete(&url)
-                .header("authorization", &auth)
-                .call(),
-            "PUT" => self
-                .agent
-                .put(&url)
-                .header("authorization", &auth)
-                .send(&[][..]),
-            "PATCH" => self
-                .agent
-                .patch(&url)
-                .header("authorization", &auth)
-                .send(&[][..]),
-            "POST" => self
-                .agent
-                .post(&url)
-                .header("authorization", &auth)
-                .send(&[][..]),
+            "DELETE" => self.agent.delete(&url).header("authorization", &auth).call(),
+            "PUT" => self.agent.put(&url).header("authorization", &auth).send(&[][..]),
+            "PATCH" => self.agent.patch(&url).header("authorization", &auth).send(&[][..]),
+            "POST" => self.agent.post(&url).header("authorization", &auth).send(&[][..]),
             other => panic!("unsupported method {other}"),
         };
         Reply::from(resp.expect(method))
@@ -374,6 +290,17 @@ impl Host {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+
+    /// Send SIGTERM and wait for the process to exit; its exit code.
+    pub fn terminate(mut self) -> Option<i32> {
+        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
+        self.child.wait().ok().and_then(|s| s.code())
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
 }
 
 impl Drop for Host {
@@ -396,27 +323,17 @@ pub struct Reply {
 
 impl From<ureq::http::Response<ureq::Body>> for Reply {
     fn from(mut r: ureq::http::Response<ureq::Body>) -> Self {
-        let headers = r
-            .headers()
-            .iter()
-            .map(|(k, v)| (k.as_str().to_owned(), v.to_str().unwrap_or("").to_owned()))
-            .collect();
+        let headers =
+            r.headers().iter().map(|(k, v)| (k.as_str().to_owned(), v.to_str().unwrap_or("").to_owned())).collect();
         let body = r.body_mut().read_to_string().unwrap_or_default();
-        Self {
-            status: r.status().as_u16(),
-            headers,
-            body,
-        }
+        Self { status: r.status().as_u16(), headers, body }
     }
 }
 
 impl Reply {
     /// A header's value.
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.as_str())
+        self.headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
     }
 
     /// A numeric header.
@@ -429,26 +346,16 @@ impl Reply {
 
     /// The body as JSON.
     pub fn json(&self) -> Value {
-        serde_json::from_str(&self.body)
-            .unwrap_or_else(|e| panic!("body is not JSON ({e}): {self:?}"))
+        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("body is not JSON ({e}): {self:?}"))
     }
 
     /// Assert a JSON error answer: status, content type and `error.code`.
     pub fn assert_error(&self, status: u16, code: &str) {
         assert_eq!(self.status, status, "{self:?}");
-        assert_eq!(
-            self.header("content-type"),
-            Some("application/json"),
-            "{self:?}"
-        );
+        assert_eq!(self.header("content-type"), Some("application/json"), "{self:?}");
         let v = self.json();
         assert_eq!(v["error"]["code"], code, "{self:?}");
-        assert!(
-            v["error"]["message"]
-                .as_str()
-                .is_some_and(|m| !m.is_empty()),
-            "error without a message: {self:?}"
-        );
+        assert!(v["error"]["message"].as_str().is_some_and(|m| !m.is_empty()), "error without a message: {self:?}");
     }
 }
 
@@ -462,25 +369,12 @@ pub fn reference(images: &[&str], args: &[&str]) -> Value {
         .args(args)
         .args(images.iter().map(|i| photo(i)))
         .output()
-        .unwrap_or_else(|e| {
-            panic!(
-                "cannot run {} ({e}): run `cargo xtask test`",
-                python.display()
-            )
-        });
-    assert!(
-        out.status.success(),
-        "reference.py failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+        .unwrap_or_else(|e| panic!("cannot run {} ({e}): run `cargo xtask test`", python.display()));
+    assert!(out.status.success(), "reference.py failed: {}", String::from_utf8_lossy(&out.stderr));
     let all: Value = serde_json::from_slice(&out.stdout).expect("reference JSON");
     let mut by_name = serde_json::Map::new();
     for (path, v) in all.as_object().expect("object") {
-        let name = Path::new(path)
-            .file_name()
-            .and_then(|n| n.to_str())
-            .expect("name")
-            .to_owned();
+        let name = Path::new(path).file_name().and_then(|n| n.to_str()).expect("name").to_owned();
         by_name.insert(name, v.clone());
     }
     Value::Object(by_name)
@@ -498,20 +392,14 @@ pub struct Tolerance {
 impl Tolerance {
     /// The contract for lossless images (PNG, WebP): decoded pixels are identical to
     /// Pillow's, so answers agree to 0.01 confidence and 1 px.
-    pub const LOSSLESS: Self = Self {
-        conf: 0.01,
-        px: 1.0,
-    };
+    pub const LOSSLESS: Self = Self { conf: 0.01, px: 1.0 };
 
     /// For JPEG: the `image` crate's decoder (zune-jpeg) and Pillow's libjpeg-turbo upsample
     /// 4:2:0 chroma differently (up to 4 levels on ~15% of the pixels of our photographs),
     /// so boxes are held to 1 px of the model's input grid (416 px), i.e. 1 px scaled to the
     /// photograph; confidences keep the 0.01 bound.
     pub fn jpeg(width: f64, height: f64, input: f64) -> Self {
-        Self {
-            conf: 0.01,
-            px: (width.max(height) / input).max(1.0),
-        }
+        Self { conf: 0.01, px: (width.max(height) / input).max(1.0) }
     }
 }
 
@@ -529,28 +417,13 @@ fn iou(a: &Value, b: &Value) -> f64 {
 /// of ours of the same class (best IoU), confidence and every box coordinate within
 /// `tol`. A detection may be missing on either side only when its confidence is within
 /// `tol.conf` of the threshold `conf` (the two pipelines may fall on either side of it).
-pub fn assert_matches_reference(
-    ours: &Value,
-    expected: &Value,
-    tol: Tolerance,
-    conf: f64,
-    what: &str,
-) {
+pub fn assert_matches_reference(ours: &Value, expected: &Value, tol: Tolerance, conf: f64, what: &str) {
     assert_eq!(ours["image"], expected["image"], "{what}: image size");
     let a = ours["detections"].as_array().expect("detections");
-    let b = expected["detections"]
-        .as_array()
-        .expect("reference detections");
-    assert_eq!(
-        ours["count"].as_u64(),
-        Some(a.len() as u64),
-        "{what}: count"
-    );
+    let b = expected["detections"].as_array().expect("reference detections");
+    assert_eq!(ours["count"].as_u64(), Some(a.len() as u64), "{what}: count");
     let confidence = |v: &Value| v["confidence"].as_f64().unwrap_or(-1.0);
-    assert!(
-        a.windows(2).all(|w| confidence(&w[0]) >= confidence(&w[1])),
-        "{what}: not sorted: {a:?}"
-    );
+    assert!(a.windows(2).all(|w| confidence(&w[0]) >= confidence(&w[1])), "{what}: not sorted: {a:?}");
     let borderline = |v: &Value| (confidence(v) - conf).abs() <= tol.conf;
     let mut used = vec![false; a.len()];
     for y in b {
@@ -562,33 +435,20 @@ pub fn assert_matches_reference(
             .max_by(|p, q| p.1.total_cmp(&q.1))
             .filter(|(_, overlap)| *overlap > 0.5);
         let Some((i, _)) = best else {
-            assert!(
-                borderline(y),
-                "{what}: reference detection {y} has no counterpart in {a:?}"
-            );
+            assert!(borderline(y), "{what}: reference detection {y} has no counterpart in {a:?}");
             continue;
         };
         used[i] = true;
         let x = &a[i];
         assert_eq!(x["class_name"], y["class_name"], "{what}");
         let dc = (confidence(x) - confidence(y)).abs();
-        assert!(
-            dc <= tol.conf,
-            "{what}: confidence differs by {dc}: {x} vs {y}"
-        );
+        assert!(dc <= tol.conf, "{what}: confidence differs by {dc}: {x} vs {y}");
         for k in 0..4 {
             let d = (x["bbox"][k].as_f64().unwrap() - y["bbox"][k].as_f64().unwrap()).abs();
-            assert!(
-                d <= tol.px,
-                "{what}: bbox[{k}] differs by {d}px (tolerance {}): {x} vs {y}",
-                tol.px
-            );
+            assert!(d <= tol.px, "{what}: bbox[{k}] differs by {d}px (tolerance {}): {x} vs {y}", tol.px);
         }
     }
     for (x, used) in a.iter().zip(used) {
-        assert!(
-            used || borderline(x),
-            "{what}: detection {x} is not in the reference {b:?}"
-        );
+        assert!(used || borderline(x), "{what}: detection {x} is not in the reference {b:?}");
     }
 }

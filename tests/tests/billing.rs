@@ -18,23 +18,14 @@ fn detect_as(host: &Host, key: &str, image: &[u8], extra: &[(&str, &str)]) -> Re
 }
 
 fn balance(host: &Host, tenant: &str) -> i64 {
-    let (ok, out, err) = host.cli(&[
-        "credit", "add", "--tenant", tenant, "--tokens", "0", "--note", "probe",
-    ]);
+    let (ok, out, err) = host.cli(&["credit", "add", "--tenant", tenant, "--tokens", "0", "--note", "probe"]);
     assert!(ok, "{err}");
     // "tenant acme: balance 123 tokens (...)"
-    out.split("balance ")
-        .nth(1)
-        .and_then(|s| s.split(' ').next())
-        .and_then(|n| n.parse().ok())
-        .expect("balance")
+    out.split("balance ").nth(1).and_then(|s| s.split(' ').next()).and_then(|n| n.parse().ok()).expect("balance")
 }
 
 fn usage_json(host: &Host, key: &str, query: &str) -> Value {
-    let r = host.get_with(
-        &format!("/v1/usage{query}"),
-        &[("authorization", &bearer(key))],
-    );
+    let r = host.get_with(&format!("/v1/usage{query}"), &[("authorization", &bearer(key))]);
     assert_eq!(r.status, 200, "{r:?}");
     r.json()
 }
@@ -42,19 +33,9 @@ fn usage_json(host: &Host, key: &str, query: &str) -> Value {
 fn sql(host: &Host, statement: &str) {
     let python = repo().join(".cache/venv/bin/python");
     let db = host.data_dir.join("yolo-edge.sqlite3");
-    let script =
-        "import sqlite3,sys; c=sqlite3.connect(sys.argv[1]); c.execute(sys.argv[2]); c.commit()";
-    let out = Command::new(python)
-        .args(["-c", script])
-        .arg(db)
-        .arg(statement)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let script = "import sqlite3,sys; c=sqlite3.connect(sys.argv[1]); c.execute(sys.argv[2]); c.commit()";
+    let out = Command::new(python).args(["-c", script]).arg(db).arg(statement).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 }
 
 #[test]
@@ -65,11 +46,7 @@ fn tokens_in_headers_ledger_and_balance_agree_to_the_token() {
     let mut sum = 0;
     let mut last_balance = 1_000_000;
     for i in 0..5 {
-        let image = if i % 2 == 0 {
-            png.clone()
-        } else {
-            photo_bytes("grace_hopper.png")
-        };
+        let image = if i % 2 == 0 { png.clone() } else { photo_bytes("grace_hopper.png") };
         let r = detect_as(&host, &key, &image, &[]);
         assert_eq!(r.status, 200, "{r:?}");
         let tokens = r.header_u64("x-tokens") as i64;
@@ -98,15 +75,11 @@ fn tokens_in_headers_ledger_and_balance_agree_to_the_token() {
 fn identical_requests_burn_identical_fuel() {
     let host = Host::shared();
     let png = photo_bytes("coffee.png");
-    let fuel: Vec<u64> = (0..3)
-        .map(|_| host.detect_raw("image/png", &png, "").header_u64("x-fuel"))
-        .collect();
+    let fuel: Vec<u64> = (0..3).map(|_| host.detect_raw("image/png", &png, "").header_u64("x-fuel")).collect();
     assert!(fuel[0] > 0);
     assert!(fuel.iter().all(|f| *f == fuel[0]), "{fuel:?}");
     // ... and a different image burns a different amount.
-    let other = host
-        .detect_raw("image/png", &photo_bytes("chelsea.png"), "")
-        .header_u64("x-fuel");
+    let other = host.detect_raw("image/png", &photo_bytes("chelsea.png"), "").header_u64("x-fuel");
     assert_ne!(other, fuel[0]);
 }
 
@@ -128,12 +101,7 @@ fn idempotent_retries_are_billed_once() {
     assert_eq!(balance(&host, "acme"), 1_000_000 - charged);
 
     // The same key with another request is refused; another tenant's same key is its own.
-    let other_image = detect_as(
-        &host,
-        &key,
-        &photo_bytes("chelsea.png"),
-        &[("idempotency-key", "order-1")],
-    );
+    let other_image = detect_as(&host, &key, &photo_bytes("chelsea.png"), &[("idempotency-key", "order-1")]);
     other_image.assert_error(422, "idempotency_key_reused");
     let key_b = create_key(&host.data_dir, "beta", 1_000_000);
     let b = detect_as(&host, &key_b, &png, &[("idempotency-key", "order-1")]);
@@ -141,30 +109,19 @@ fn idempotent_retries_are_billed_once() {
 
     // Concurrent retries: exactly one runs, the others wait for it and replay its answer.
     let results: Vec<Reply> = std::thread::scope(|s| {
-        let handles: Vec<_> = (0..6)
-            .map(|_| s.spawn(|| detect_as(&host, &key, &png, &[("idempotency-key", "order-2")])))
-            .collect();
+        let handles: Vec<_> =
+            (0..6).map(|_| s.spawn(|| detect_as(&host, &key, &png, &[("idempotency-key", "order-2")]))).collect();
         handles.into_iter().map(|h| h.join().unwrap()).collect()
     });
     assert!(results.iter().all(|r| r.status == 200));
-    let executed: Vec<&Reply> = results
-        .iter()
-        .filter(|r| r.header("x-replayed").is_none())
-        .collect();
+    let executed: Vec<&Reply> = results.iter().filter(|r| r.header("x-replayed").is_none()).collect();
     assert_eq!(executed.len(), 1, "one execution among concurrent retries");
     let original = executed[0].header("x-invocation-id").unwrap();
     assert!(
-        results
-            .iter()
-            .filter(|r| r.header("x-replayed").is_some())
-            .all(|r| r.header("x-replay-of") == Some(original))
+        results.iter().filter(|r| r.header("x-replayed").is_some()).all(|r| r.header("x-replay-of") == Some(original))
     );
     let usage = usage_json(&host, &key, "");
-    assert_eq!(
-        usage["total"]["calls"],
-        1 + 1 + 6,
-        "replays are recorded, free"
-    );
+    assert_eq!(usage["total"]["calls"], 1 + 1 + 6, "replays are recorded, free");
     assert_eq!(usage["total"]["replays"], 1 + 5);
     let spent = 1_000_000 - balance(&host, "acme");
     assert_eq!(usage["total"]["tokens"], spent);
@@ -187,48 +144,25 @@ fn an_exhausted_balance_is_402_and_runs_nothing() {
     assert_eq!(usage_json(&host, &key, "")["total"]["calls"], 1);
     let (ok, _, err) = host.cli(&["credit", "add", "--tenant", "poor", "--tokens", "5000"]);
     assert!(ok, "{err}");
-    assert_eq!(
-        detect_as(&host, &key, &png, &[]).status,
-        200,
-        "credit restores service"
-    );
+    assert_eq!(detect_as(&host, &key, &png, &[]).status, 200, "credit restores service");
 }
 
 #[test]
 fn keys_are_required_checked_and_revocable() {
     let host = Host::start(&[]).unwrap();
     let png = photo_bytes("coffee.png");
-    host.post_with("/detect", Some("image/png"), &png, &[])
+    host.post_with("/detect", Some("image/png"), &png, &[]).assert_error(401, "unauthorized");
+    host.post_with("/detect", Some("image/png"), &png, &[("authorization", "Bearer nope")])
         .assert_error(401, "unauthorized");
-    host.post_with(
-        "/detect",
-        Some("image/png"),
-        &png,
-        &[("authorization", "Bearer nope")],
-    )
-    .assert_error(401, "unauthorized");
-    host.post_with(
-        "/detect",
-        Some("image/png"),
-        &png,
-        &[("authorization", "Basic dXNlcjpwdw==")],
-    )
-    .assert_error(401, "unauthorized");
-    host.get_with("/v1/usage", &[])
+    host.post_with("/detect", Some("image/png"), &png, &[("authorization", "Basic dXNlcjpwdw==")])
         .assert_error(401, "unauthorized");
-    assert_eq!(
-        host.get_with("/healthz", &[]).status,
-        200,
-        "/healthz stays open"
-    );
+    host.get_with("/v1/usage", &[]).assert_error(401, "unauthorized");
+    assert_eq!(host.get_with("/healthz", &[]).status, 200, "/healthz stays open");
 
     let (ok, out, _) = host.cli(&["keys", "create", "--tenant", "gamma", "--credit", "100000"]);
     assert!(ok);
     let key = out.lines().last().unwrap().trim().to_owned();
-    assert!(
-        key.starts_with("ye_") && !key.contains(' '),
-        "the key alone on the last line: {out:?}"
-    );
+    assert!(key.starts_with("ye_") && !key.contains(' '), "the key alone on the last line: {out:?}");
     assert_eq!(detect_as(&host, &key, &png, &[]).status, 200);
     let id = key.split('_').nth(1).unwrap();
     let (ok, list, _) = host.cli(&["keys", "list", "--tenant", "gamma"]);
@@ -254,10 +188,7 @@ fn tenants_see_only_their_own_usage() {
     assert_eq!(usage_json(&host, &a, "")["total"]["calls"], 1);
     assert_eq!(usage_json(&host, &b, "")["total"]["calls"], 2);
     let id = ra.header("x-invocation-id").unwrap();
-    let own = host.get_with(
-        &format!("/v1/invocations/{id}"),
-        &[("authorization", &bearer(&a))],
-    );
+    let own = host.get_with(&format!("/v1/invocations/{id}"), &[("authorization", &bearer(&a))]);
     assert_eq!(own.status, 200, "{own:?}");
     let row = own.json();
     assert_eq!(row["id"], id);
@@ -267,26 +198,13 @@ fn tenants_see_only_their_own_usage() {
     assert_eq!(row["pixels"], 240_000);
     assert_eq!(row["status"], 200);
     assert!(row["hash"].as_str().unwrap().len() == 64);
-    let theirs = host.get_with(
-        &format!("/v1/invocations/{id}"),
-        &[("authorization", &bearer(&b))],
-    );
+    let theirs = host.get_with(&format!("/v1/invocations/{id}"), &[("authorization", &bearer(&b))]);
     theirs.assert_error(404, "not_found");
 
     // Periods: today is in, yesterday is not; bad dates are 400.
-    assert_eq!(
-        usage_json(&host, &a, "?from=2000-01-01&to=2000-01-02")["total"]["calls"],
-        0
-    );
-    assert_eq!(
-        usage_json(&host, &a, "?from=2000-01-01")["total"]["calls"],
-        1
-    );
-    host.get_with(
-        "/v1/usage?from=yesterday",
-        &[("authorization", &bearer(&a))],
-    )
-    .assert_error(400, "invalid_option");
+    assert_eq!(usage_json(&host, &a, "?from=2000-01-01&to=2000-01-02")["total"]["calls"], 0);
+    assert_eq!(usage_json(&host, &a, "?from=2000-01-01")["total"]["calls"], 1);
+    host.get_with("/v1/usage?from=yesterday", &[("authorization", &bearer(&a))]).assert_error(400, "invalid_option");
 }
 
 #[test]
@@ -294,30 +212,18 @@ fn usage_exports_table_csv_and_cloudevents() {
     let host = Host::start(&[]).unwrap();
     let key = create_key(&host.data_dir, "acme", 1_000_000);
     let png = photo_bytes("coffee.png");
-    let ids: Vec<String> = (0..3)
-        .map(|_| {
-            detect_as(&host, &key, &png, &[])
-                .header("x-invocation-id")
-                .unwrap()
-                .to_owned()
-        })
-        .collect();
+    let ids: Vec<String> =
+        (0..3).map(|_| detect_as(&host, &key, &png, &[]).header("x-invocation-id").unwrap().to_owned()).collect();
     let (ok, table, _) = host.cli(&["usage", "--tenant", "acme"]);
     assert!(ok);
-    assert!(
-        table.contains("total cost:") && table.contains("CNY"),
-        "{table}"
-    );
+    assert!(table.contains("total cost:") && table.contains("CNY"), "{table}");
     let (ok, csv, _) = host.cli(&["usage", "--tenant", "acme", "--format", "csv"]);
     assert!(ok);
     assert!(csv.starts_with("tenant,date,calls,tokens"), "{csv}");
     assert_eq!(csv.lines().count(), 2);
     let (ok, events, _) = host.cli(&["usage", "--tenant", "acme", "--format", "cloudevents"]);
     assert!(ok);
-    let events: Vec<Value> = events
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let events: Vec<Value> = events.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     assert_eq!(events.len(), 3);
     for (e, id) in events.iter().zip(&ids) {
         assert_eq!(e["specversion"], "1.0");
@@ -367,42 +273,21 @@ fn eight_clients_never_lose_or_double_count_a_row() {
                 let (host, key, png, bad) = (&host, &key, &png, &bad);
                 s.spawn(move || {
                     (0..5)
-                        .map(|i| {
-                            detect_as(host, key, if (c + i) % 4 == 0 { bad } else { png }, &[])
-                        })
+                        .map(|i| detect_as(host, key, if (c + i) % 4 == 0 { bad } else { png }, &[]))
                         .collect::<Vec<_>>()
                 })
             })
             .collect();
-        handles
-            .into_iter()
-            .flat_map(|h| h.join().unwrap())
-            .collect()
+        handles.into_iter().flat_map(|h| h.join().unwrap()).collect()
     });
     assert_eq!(replies.len(), 40);
-    let with_id: Vec<&Reply> = replies
-        .iter()
-        .filter(|r| r.header("x-invocation-id").is_some())
-        .collect();
-    let ids: HashSet<&str> = with_id
-        .iter()
-        .map(|r| r.header("x-invocation-id").unwrap())
-        .collect();
+    let with_id: Vec<&Reply> = replies.iter().filter(|r| r.header("x-invocation-id").is_some()).collect();
+    let ids: HashSet<&str> = with_id.iter().map(|r| r.header("x-invocation-id").unwrap()).collect();
     assert_eq!(ids.len(), with_id.len(), "ids are unique");
-    assert!(
-        with_id.iter().all(|r| r.status == 200 || r.status == 422),
-        "only answers and bad images"
-    );
-    let sum: i64 = with_id
-        .iter()
-        .map(|r| r.header_u64("x-tokens") as i64)
-        .sum();
+    assert!(with_id.iter().all(|r| r.status == 200 || r.status == 422), "only answers and bad images");
+    let sum: i64 = with_id.iter().map(|r| r.header_u64("x-tokens") as i64).sum();
     let usage = usage_json(&host, &key, "");
-    assert_eq!(
-        usage["total"]["calls"],
-        with_id.len() as i64,
-        "rows == answers carrying an id"
-    );
+    assert_eq!(usage["total"]["calls"], with_id.len() as i64, "rows == answers carrying an id");
     assert_eq!(usage["total"]["tokens"], sum);
     assert_eq!(balance(&host, "busy"), 100_000_000 - sum);
     let (ok, out, err) = host.cli(&["ledger", "verify"]);

@@ -12,20 +12,12 @@ fn serve(args: &[&str]) -> (bool, String) {
         .current_dir(repo())
         .output()
         .expect("run yolo-edge");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    (out.status.success(), String::from_utf8_lossy(&out.stderr).into_owned())
 }
 
 #[test]
 fn a_missing_component_is_named() {
-    let (ok, err) = serve(&[
-        "--component",
-        "/nonexistent/function.wasm",
-        "--models",
-        models().to_str().unwrap(),
-    ]);
+    let (ok, err) = serve(&["--component", "/nonexistent/function.wasm", "--models", models().to_str().unwrap()]);
     assert!(!ok);
     assert!(err.contains("/nonexistent/function.wasm"), "{err}");
     assert!(err.contains("cargo xtask run"), "says what to do: {err}");
@@ -34,23 +26,13 @@ fn a_missing_component_is_named() {
 #[test]
 fn a_missing_or_empty_models_directory_is_named() {
     let c = component();
-    let (ok, err) = serve(&[
-        "--component",
-        c.to_str().unwrap(),
-        "--models",
-        "/nonexistent-models",
-    ]);
+    let (ok, err) = serve(&["--component", c.to_str().unwrap(), "--models", "/nonexistent-models"]);
     assert!(!ok);
     assert!(err.contains("/nonexistent-models"), "{err}");
 
     let empty = std::env::temp_dir().join(format!("yolo-edge-empty-models-{}", std::process::id()));
     std::fs::create_dir_all(&empty).unwrap();
-    let (ok, err) = serve(&[
-        "--component",
-        c.to_str().unwrap(),
-        "--models",
-        empty.to_str().unwrap(),
-    ]);
+    let (ok, err) = serve(&["--component", c.to_str().unwrap(), "--models", empty.to_str().unwrap()]);
     assert!(!ok);
     assert!(err.contains("no model found"), "{err}");
     let _ = std::fs::remove_dir_all(empty);
@@ -68,10 +50,7 @@ fn an_unknown_default_model_is_refused() {
         "yolov99",
     ]);
     assert!(!ok);
-    assert!(
-        err.contains("yolov99") && err.contains("yolov3-tiny"),
-        "{err}"
-    );
+    assert!(err.contains("yolov99") && err.contains("yolov3-tiny"), "{err}");
 }
 
 #[test]

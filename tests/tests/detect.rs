@@ -8,11 +8,7 @@ use yolo_edge_tests::{Host, Tolerance, assert_matches_reference, photo_bytes, re
 fn tolerance(name: &str, answer: &Value) -> Tolerance {
     if name.ends_with(".jpg") {
         let size = &answer["image"];
-        Tolerance::jpeg(
-            size["width"].as_f64().unwrap(),
-            size["height"].as_f64().unwrap(),
-            416.0,
-        )
+        Tolerance::jpeg(size["width"].as_f64().unwrap(), size["height"].as_f64().unwrap(), 416.0)
     } else {
         Tolerance::LOSSLESS
     }
@@ -47,10 +43,7 @@ fn coffee_has_one_cup() {
     let expected = [149.0, 22.0, 428.0, 311.0];
     for (k, e) in expected.iter().enumerate() {
         let got = cup["bbox"][k].as_f64().unwrap();
-        assert!(
-            (got - e).abs() <= 2.0,
-            "bbox[{k}] = {got}, expected about {e}"
-        );
+        assert!((got - e).abs() <= 2.0, "bbox[{k}] = {got}, expected about {e}");
     }
 }
 
@@ -85,19 +78,12 @@ fn data_urls_webp_and_jpeg_give_the_same_cup() {
     let host = Host::shared();
     use base64::Engine as _;
     let png = photo_bytes("coffee.png");
-    let url = format!(
-        "data:image/png;base64,{}",
-        base64::engine::general_purpose::STANDARD.encode(&png)
-    );
+    let url = format!("data:image/png;base64,{}", base64::engine::general_purpose::STANDARD.encode(&png));
     let body = json!({ "image": url }).to_string();
     let from_url = host.post("/detect", Some("application/json"), body.as_bytes());
     assert_eq!(from_url.status, 200, "{from_url:?}");
     let raw = host.detect_raw("image/png", &png, "");
-    assert_eq!(
-        from_url.json()["detections"],
-        raw.json()["detections"],
-        "same bytes, same answer"
-    );
+    assert_eq!(from_url.json()["detections"], raw.json()["detections"], "same bytes, same answer");
 
     // Lossless WebP decodes to the same pixels as the PNG.
     let webp = host.detect_raw("image/webp", &photo_bytes("coffee.webp"), "");
@@ -109,13 +95,7 @@ fn data_urls_webp_and_jpeg_give_the_same_cup() {
     assert_eq!(jpeg.status, 200, "{jpeg:?}");
     let expected = reference(&["coffee.jpg"], &[]);
     let v = jpeg.json();
-    assert_matches_reference(
-        &v,
-        &expected["coffee.jpg"],
-        tolerance("coffee.jpg", &v),
-        0.25,
-        "coffee.jpg",
-    );
+    assert_matches_reference(&v, &expected["coffee.jpg"], tolerance("coffee.jpg", &v), 0.25, "coffee.jpg");
 }
 
 #[test]
@@ -133,21 +113,9 @@ fn options_change_the_answer_like_the_reference() {
     let image = photo_bytes("grace_hopper.png");
     let cases: [(&str, Value, &[&str]); 4] = [
         ("conf=0.1", json!({"conf": 0.1}), &["--conf", "0.1"]),
-        (
-            "conf=0.1&max_det=2",
-            json!({"conf": 0.1, "max_det": 2}),
-            &["--conf", "0.1", "--max-det", "2"],
-        ),
-        (
-            "conf=0.1&classes=0",
-            json!({"conf": 0.1, "classes": [0]}),
-            &["--conf", "0.1", "--classes", "0"],
-        ),
-        (
-            "conf=0.1&iou=0.1",
-            json!({"conf": 0.1, "iou": 0.1}),
-            &["--conf", "0.1", "--iou", "0.1"],
-        ),
+        ("conf=0.1&max_det=2", json!({"conf": 0.1, "max_det": 2}), &["--conf", "0.1", "--max-det", "2"]),
+        ("conf=0.1&classes=0", json!({"conf": 0.1, "classes": [0]}), &["--conf", "0.1", "--classes", "0"]),
+        ("conf=0.1&iou=0.1", json!({"conf": 0.1, "iou": 0.1}), &["--conf", "0.1", "--iou", "0.1"]),
     ];
     let mut counts = Vec::new();
     for (query, body, ref_args) in cases {
@@ -155,19 +123,9 @@ fn options_change_the_answer_like_the_reference() {
         let raw = host.detect_raw("image/png", &image, query);
         assert_eq!(raw.status, 200, "{query}: {raw:?}");
         let v = raw.json();
-        assert_matches_reference(
-            &v,
-            &expected["grace_hopper.png"],
-            Tolerance::LOSSLESS,
-            0.1,
-            query,
-        );
+        assert_matches_reference(&v, &expected["grace_hopper.png"], Tolerance::LOSSLESS, 0.1, query);
         let js = host.detect_json(&image, body.clone());
-        assert_eq!(
-            js.json()["detections"],
-            raw.json()["detections"],
-            "{body} vs ?{query}"
-        );
+        assert_eq!(js.json()["detections"], raw.json()["detections"], "{body} vs ?{query}");
         counts.push(raw.json()["count"].as_u64().unwrap());
     }
     // The options really changed something: a low threshold finds several boxes, max_det
@@ -176,16 +134,8 @@ fn options_change_the_answer_like_the_reference() {
     assert_eq!(counts[1], 2);
     assert!(counts[2] >= 1 && counts[2] < counts[0]);
     assert!(counts[3] < counts[0]);
-    let people = host
-        .detect_raw("image/png", &image, "conf=0.1&classes=0")
-        .json();
-    assert!(
-        people["detections"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .all(|d| d["class_name"] == "person")
-    );
+    let people = host.detect_raw("image/png", &image, "conf=0.1&classes=0").json();
+    assert!(people["detections"].as_array().unwrap().iter().all(|d| d["class_name"] == "person"));
 }
 
 #[test]
@@ -196,40 +146,23 @@ fn every_answer_is_metered() {
     let id = r.header("x-invocation-id").expect("x-invocation-id");
     assert_eq!(id.len(), 36, "{id}");
     assert_eq!(&id[14..15], "7", "UUIDv7: {id}");
-    let (fuel, wall, nn) = (
-        r.header_u64("x-fuel"),
-        r.header_u64("x-wall-us"),
-        r.header_u64("x-nn-us"),
-    );
-    assert!(
-        fuel > 1_000_000,
-        "a decode + letterbox burns millions of instructions, got {fuel}"
-    );
+    let (fuel, wall, nn) = (r.header_u64("x-fuel"), r.header_u64("x-wall-us"), r.header_u64("x-nn-us"));
+    assert!(fuel > 1_000_000, "a decode + letterbox burns millions of instructions, got {fuel}");
     assert!(nn > 1000, "inference takes milliseconds, got {nn}µs");
     assert!(wall > nn, "wall {wall}µs must include inference {nn}µs");
     assert_eq!(r.header_u64("x-pixels"), 600 * 400);
     assert!(r.header_u64("x-memory-bytes") > 1 << 20);
-    assert!(
-        r.header("x-yolo-edge-pixels").is_none(),
-        "the guest's private header is removed"
-    );
+    assert!(r.header("x-yolo-edge-pixels").is_none(), "the guest's private header is removed");
 
     let other = host.detect_raw("image/png", &photo_bytes("coffee.png"), "");
     assert_ne!(other.header("x-invocation-id"), Some(id), "ids are unique");
     // A bigger image costs more fuel.
     let big = host.detect_raw("image/jpeg", &photo_bytes("large.jpg"), "");
-    assert!(
-        big.header_u64("x-fuel") > fuel,
-        "{} vs {fuel}",
-        big.header_u64("x-fuel")
-    );
+    assert!(big.header_u64("x-fuel") > fuel, "{} vs {fuel}", big.header_u64("x-fuel"));
     assert_eq!(big.header_u64("x-pixels"), 1280 * 720);
 
     let log = host.log();
-    assert!(
-        log.contains(id),
-        "one structured log line per invocation:\n{log}"
-    );
+    assert!(log.contains(id), "one structured log line per invocation:\n{log}");
 }
 
 #[test]
@@ -248,9 +181,7 @@ fn concurrent_requests_all_succeed_with_the_same_answer() {
     let image = photo_bytes("coffee.png");
     let first = host.detect_raw("image/png", &image, "").json();
     std::thread::scope(|s| {
-        let handles: Vec<_> = (0..6)
-            .map(|_| s.spawn(|| host.detect_raw("image/png", &image, "")))
-            .collect();
+        let handles: Vec<_> = (0..6).map(|_| s.spawn(|| host.detect_raw("image/png", &image, ""))).collect();
         for h in handles {
             let r = h.join().unwrap();
             assert_eq!(r.status, 200, "{r:?}");

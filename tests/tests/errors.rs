@@ -20,10 +20,8 @@ fn malformed_requests_are_400() {
     json_post(host, "{}").assert_error(400, "invalid_request");
     json_post(host, r#"{"image": 42}"#).assert_error(400, "invalid_request");
     json_post(host, r#"{"image": "%%% not base64 %%%"}"#).assert_error(400, "invalid_base64");
-    json_post(host, r#"{"image": "data:image/png,iVBORw0KGgo="}"#)
-        .assert_error(400, "invalid_base64");
-    host.post("/detect", Some("image/png"), b"")
-        .assert_error(400, "empty_body");
+    json_post(host, r#"{"image": "data:image/png,iVBORw0KGgo="}"#).assert_error(400, "invalid_base64");
+    host.post("/detect", Some("image/png"), b"").assert_error(400, "empty_body");
 
     let png = photo_bytes("coffee.png");
     for query in [
@@ -38,8 +36,7 @@ fn malformed_requests_are_400() {
         "nope=1",
         "model=../models",
     ] {
-        host.detect_raw("image/png", &png, query)
-            .assert_error(400, "invalid_option");
+        host.detect_raw("image/png", &png, query).assert_error(400, "invalid_option");
     }
     for options in [
         json!({"conf": "high"}),
@@ -50,10 +47,7 @@ fn malformed_requests_are_400() {
     ] {
         let r = host.detect_json(&png, options.clone());
         r.assert_error(400, "invalid_option");
-        assert!(
-            r.json()["error"]["message"].as_str().unwrap().len() > 10,
-            "{options}: {r:?}"
-        );
+        assert!(r.json()["error"]["message"].as_str().unwrap().len() > 10, "{options}: {r:?}");
     }
     assert!(host.healthy());
 }
@@ -63,19 +57,11 @@ fn unknown_routes_and_models_are_404() {
     let host = Host::shared();
     host.call("GET", "/").assert_error(404, "not_found");
     host.call("GET", "/nope").assert_error(404, "not_found");
-    host.post("/v2/detect", Some("image/png"), b"x")
-        .assert_error(404, "not_found");
+    host.post("/v2/detect", Some("image/png"), b"x").assert_error(404, "not_found");
     let r = host.detect_raw("image/png", &photo_bytes("coffee.png"), "model=nope");
     r.assert_error(404, "model_not_found");
-    assert!(
-        r.json()["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("yolov3-tiny"),
-        "lists the models: {r:?}"
-    );
-    host.detect_json(&photo_bytes("coffee.png"), json!({"model": "nope"}))
-        .assert_error(404, "model_not_found");
+    assert!(r.json()["error"]["message"].as_str().unwrap().contains("yolov3-tiny"), "lists the models: {r:?}");
+    host.detect_json(&photo_bytes("coffee.png"), json!({"model": "nope"})).assert_error(404, "model_not_found");
 }
 
 #[test]
@@ -95,14 +81,10 @@ fn wrong_methods_are_405() {
 fn unsupported_media_types_are_415() {
     let host = Host::shared();
     let png = photo_bytes("coffee.png");
-    host.post("/detect", Some("text/plain"), b"hello")
-        .assert_error(415, "unsupported_media_type");
-    host.post("/detect", Some("image/gif"), &png)
-        .assert_error(415, "unsupported_media_type");
-    host.post("/detect", Some("multipart/form-data; boundary=x"), &png)
-        .assert_error(415, "unsupported_media_type");
-    host.post("/detect", None, b"just some words")
-        .assert_error(415, "unsupported_media_type");
+    host.post("/detect", Some("text/plain"), b"hello").assert_error(415, "unsupported_media_type");
+    host.post("/detect", Some("image/gif"), &png).assert_error(415, "unsupported_media_type");
+    host.post("/detect", Some("multipart/form-data; boundary=x"), &png).assert_error(415, "unsupported_media_type");
+    host.post("/detect", None, b"just some words").assert_error(415, "unsupported_media_type");
     // Without a Content-Type, a real image is recognised by its signature.
     assert_eq!(host.post("/detect", None, &png).status, 200);
 }
@@ -112,22 +94,13 @@ fn undecodable_images_are_422() {
     let host = Host::shared();
     let png = photo_bytes("coffee.png");
     let jpeg = photo_bytes("rocket.jpg");
-    host.detect_raw("image/png", &png[..png.len() / 3], "")
-        .assert_error(422, "undecodable_image");
-    host.detect_raw("image/jpeg", &jpeg[..200], "")
-        .assert_error(422, "undecodable_image");
-    host.detect_raw("image/png", b"this is a text file, not a picture", "")
-        .assert_error(422, "undecodable_image");
-    host.detect_raw("image/jpeg", &[0xFF, 0xD8, 0xFF, 0x00, 0x13, 0x37], "")
-        .assert_error(422, "undecodable_image");
+    host.detect_raw("image/png", &png[..png.len() / 3], "").assert_error(422, "undecodable_image");
+    host.detect_raw("image/jpeg", &jpeg[..200], "").assert_error(422, "undecodable_image");
+    host.detect_raw("image/png", b"this is a text file, not a picture", "").assert_error(422, "undecodable_image");
+    host.detect_raw("image/jpeg", &[0xFF, 0xD8, 0xFF, 0x00, 0x13, 0x37], "").assert_error(422, "undecodable_image");
     let gif = b"GIF89a\x01\x00\x01\x00\x80\x00\x00\x00\x00\x00\xff\xff\xff!\xf9\x04\x01\x00\x00\x00\x00,\x00\x00\x00\x00\x01\x00\x01\x00\x00\x02\x02D\x01\x00;";
-    host.detect_raw("image/png", gif, "")
-        .assert_error(422, "undecodable_image");
-    assert_eq!(
-        host.detect_raw("image/png", &png, "").status,
-        200,
-        "still serving"
-    );
+    host.detect_raw("image/png", gif, "").assert_error(422, "undecodable_image");
+    assert_eq!(host.detect_raw("image/png", &png, "").status, 200, "still serving");
 }
 
 #[test]
@@ -141,16 +114,11 @@ fn bodies_over_the_limit_are_413_before_reading_them() {
     let answer = host.raw(head.as_bytes(), Duration::from_secs(10));
     assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
     assert!(answer.contains("payload_too_large"), "{answer}");
-    assert!(
-        !answer.contains("x-invocation-id"),
-        "nothing was invoked: {answer}"
-    );
+    assert!(!answer.contains("x-invocation-id"), "nothing was invoked: {answer}");
 
     // A chunked body (no length up front) is cut off once it passes the limit.
     let mut stream = TcpStream::connect(host.addr).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(30)))
-        .unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
     let mut reader = stream.try_clone().unwrap();
     let read = std::thread::spawn(move || {
         let mut out = Vec::new();
@@ -164,9 +132,7 @@ fn bodies_over_the_limit_are_413_before_reading_them() {
     let _ = stream.write_all(head.as_bytes());
     let chunk = vec![b'a'; 1 << 20];
     for _ in 0..24 {
-        if stream
-            .write_all(format!("{:x}\r\n", chunk.len()).as_bytes())
-            .is_err()
+        if stream.write_all(format!("{:x}\r\n", chunk.len()).as_bytes()).is_err()
             || stream.write_all(&chunk).is_err()
             || stream.write_all(b"\r\n").is_err()
         {
@@ -175,11 +141,7 @@ fn bodies_over_the_limit_are_413_before_reading_them() {
     }
     let _ = stream.write_all(b"0\r\n\r\n");
     let answer = read.join().unwrap();
-    assert!(
-        answer.starts_with("HTTP/1.1 413"),
-        "{}",
-        &answer[..answer.len().min(300)]
-    );
+    assert!(answer.starts_with("HTTP/1.1 413"), "{}", &answer[..answer.len().min(300)]);
     assert!(answer.contains("payload_too_large"));
     assert!(host.healthy());
 }
@@ -189,13 +151,7 @@ fn images_over_the_pixel_limit_are_413() {
     let host = Host::start(&["--max-pixels", "100000"]).unwrap();
     let r = host.detect_raw("image/png", &photo_bytes("coffee.png"), "");
     r.assert_error(413, "image_too_large");
-    assert!(
-        r.json()["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("600x400"),
-        "{r:?}"
-    );
+    assert!(r.json()["error"]["message"].as_str().unwrap().contains("600x400"), "{r:?}");
     assert!(host.healthy());
 }
 
@@ -204,8 +160,7 @@ fn broken_models() -> PathBuf {
     let dir = std::env::temp_dir().join(format!("yolo-edge-broken-models-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let real = models().join("yolov3-tiny");
-    let meta: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(real.join("metadata.json")).unwrap()).unwrap();
+    let meta: serde_json::Value = serde_json::from_slice(&std::fs::read(real.join("metadata.json")).unwrap()).unwrap();
     let variants = [
         ("yolov3-tiny", meta.clone()),
         // Tells the function to feed 320x320 to a graph fixed at 416x416.
@@ -241,26 +196,12 @@ fn backend_failures_are_500_with_the_backends_message() {
     let r = host.detect_raw("image/png", &png, "model=wrong-size");
     r.assert_error(500, "inference_failed");
     let message = r.json()["error"]["message"].as_str().unwrap().to_owned();
-    assert!(
-        message.contains("ONNX Runtime"),
-        "the backend's own words: {message}"
-    );
-    assert!(
-        message.contains("dimensions"),
-        "says what was wrong: {message}"
-    );
-    assert!(
-        r.header("x-invocation-id").is_some(),
-        "a failed invocation is still an invocation"
-    );
+    assert!(message.contains("ONNX Runtime"), "the backend's own words: {message}");
+    assert!(message.contains("dimensions"), "says what was wrong: {message}");
+    assert!(r.header("x-invocation-id").is_some(), "a failed invocation is still an invocation");
 
-    host.detect_raw("image/png", &png, "model=not-loaded")
-        .assert_error(404, "model_not_found");
-    assert_eq!(
-        host.detect_raw("image/png", &png, "").status,
-        200,
-        "the host keeps serving"
-    );
+    host.detect_raw("image/png", &png, "model=not-loaded").assert_error(404, "model_not_found");
+    assert_eq!(host.detect_raw("image/png", &png, "").status, 200, "the host keeps serving");
     let _ = std::fs::remove_dir_all(dir);
 }
 

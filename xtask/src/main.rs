@@ -22,7 +22,8 @@ use anyhow::{Context as _, bail};
 const USAGE: &str = "usage: cargo xtask <run|test|setup|lint> [-- ARGS]
 
   run     set up, then serve the default model on http://127.0.0.1:8080
-  test    set up, then run every test (rustfmt check, unit and end-to-end tests)
+  test    set up, then run every test (rustfmt check, unit and end-to-end tests);
+          `test --heavy` adds a minutes-long load test and a bounded fuzzing run
   setup   only the set-up steps
   lint    rustfmt --check and clippy -D warnings (native crates and the wasm function)";
 
@@ -48,8 +49,15 @@ fn run() -> anyhow::Result<()> {
             repo.serve(&rest)
         }
         "test" => {
+            let heavy = rest.first().is_some_and(|a| a == "--heavy");
+            let rest = if heavy { &rest[1..] } else { &rest[..] };
+            let rest: Vec<String> = rest.iter().skip_while(|a| *a == "--").cloned().collect();
             repo.setup()?;
-            repo.test(&rest)
+            repo.test(&rest)?;
+            if heavy {
+                repo.heavy()?;
+            }
+            Ok(())
         }
         "lint" => repo.lint(),
         "" | "help" | "-h" | "--help" => {
@@ -74,23 +82,15 @@ fn cargo() -> Command {
 }
 
 fn run_cmd(cmd: &mut Command) -> anyhow::Result<()> {
-    let status = cmd
-        .status()
-        .with_context(|| format!("cannot start {cmd:?}"))?;
+    let status = cmd.status().with_context(|| format!("cannot start {cmd:?}"))?;
     if !status.success() {
-        bail!(
-            "{:?} {:?} failed ({status})",
-            cmd.get_program(),
-            cmd.get_args().collect::<Vec<_>>()
-        );
+        bail!("{:?} {:?} failed ({status})", cmd.get_program(), cmd.get_args().collect::<Vec<_>>());
     }
     Ok(())
 }
 
 fn output(cmd: &mut Command) -> anyhow::Result<String> {
-    let out = cmd
-        .output()
-        .with_context(|| format!("cannot start {cmd:?}"))?;
+    let out = cmd.output().with_context(|| format!("cannot start {cmd:?}"))?;
     if !out.status.success() {
         bail!("{cmd:?} failed: {}", String::from_utf8_lossy(&out.stderr));
     }
@@ -99,10 +99,7 @@ fn output(cmd: &mut Command) -> anyhow::Result<String> {
 
 impl Repo {
     fn locate() -> anyhow::Result<Self> {
-        let root = Path::new(env!("CARGO_MANIFEST_DIR"))
-            .parent()
-            .context("xtask lives in the repository")?
-            .to_owned();
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().context("xtask lives in the repository")?.to_owned();
         Ok(Self { root })
     }
 
@@ -133,43 +130,36 @@ impl Repo {
 
     fn wasm_target(&self) -> anyhow::Result<()> {
         step("wasm32-wasip2 target");
-        let installed = output(
-            Command::new("rustup")
-                .args(["target", "list", "--installed"])
-                .current_dir(&self.root),
-        )?;
+        let installed = output(Command::new("rustup").args(["target", "list", "--installed"]).current_dir(&self.root))?;
         if installed.lines().any(|l| l.trim() == "wasm32-wasip2") {
             println!("already installed");
             return Ok(());
         }
-        run_cmd(Command::new("rustup").args(["target", "add", "wasm32-wasip2"]).current_dir(&self.root))
-            .context("`rustup target add wasm32-wasip2` failed: check that static.rust-lang.org is reachable, then run again")
+        run_cmd(Command::new("rustup").args(["target", "add", "wasm32-wasip2"]).current_dir(&self.root)).context(
+            "`rustup target add wasm32-wasip2` failed: check that static.rust-lang.org is reachable, then run again",
+        )
     }
 
     fn venv(&self) -> anyhow::Result<()> {
         step("Python venv with the set-up tools (.cache/venv, tools/requirements.txt)");
         let requirements = std::fs::read_to_string(self.path("tools/requirements.txt"))?;
         let stamp = self.path(".cache/venv/.requirements");
-        if self.python().is_file()
-            && std::fs::read_to_string(&stamp).is_ok_and(|s| s == requirements)
-        {
+        if self.python().is_file() && std::fs::read_to_string(&stamp).is_ok_and(|s| s == requirements) {
             println!("up to date");
             return Ok(());
         }
         if !self.python().is_file() {
-            run_cmd(
-                Command::new("python3")
-                    .args(["-m", "venv"])
-                    .arg(self.path(".cache/venv")),
-            )
-            .context("creating the venv failed: Python 3.11 with the venv module is needed")?;
+            run_cmd(Command::new("python3").args(["-m", "venv"]).arg(self.path(".cache/venv")))
+                .context("creating the venv failed: Python 3.11 with the venv module is needed")?;
         }
         run_cmd(
             Command::new(self.python())
                 .args(["-m", "pip", "install", "--disable-pip-version-check", "--progress-bar", "on", "-r"])
                 .arg(self.path("tools/requirements.txt")),
         )
-        .context("pip could not install tools/requirements.txt from PyPI: check that pypi.org is reachable, then run again")?;
+        .context(
+            "pip could not install tools/requirements.txt from PyPI: check that pypi.org is reachable, then run again",
+        )?;
         std::fs::write(stamp, requirements)?;
         Ok(())
     }
@@ -180,26 +170,17 @@ impl Repo {
         step("ONNX Runtime library (.cache/onnxruntime/lib)");
         let capi = self.path(".cache/venv/lib/python3.11/site-packages/onnxruntime/capi");
         let lib = std::fs::read_dir(&capi)
-            .with_context(|| {
-                format!(
-                    "{} is missing: the onnxruntime wheel did not install",
-                    capi.display()
-                )
-            })?
+            .with_context(|| format!("{} is missing: the onnxruntime wheel did not install", capi.display()))?
             .filter_map(Result::ok)
             .map(|e| e.path())
-            .find(|p| {
-                p.file_name()
-                    .and_then(OsStr::to_str)
-                    .is_some_and(|n| n.starts_with("libonnxruntime.so.1."))
-            })
+            .find(|p| p.file_name().and_then(OsStr::to_str).is_some_and(|n| n.starts_with("libonnxruntime.so.1.")))
             .context("the onnxruntime wheel holds no libonnxruntime.so.1.*")?;
         let name = lib.file_name().context("library name")?.to_owned();
         let dir = self.path(".cache/onnxruntime/lib");
         std::fs::create_dir_all(&dir)?;
         let target = dir.join(&name);
-        let same = std::fs::metadata(&target)
-            .is_ok_and(|m| m.len() == std::fs::metadata(&lib).map(|l| l.len()).unwrap_or(0));
+        let same =
+            std::fs::metadata(&target).is_ok_and(|m| m.len() == std::fs::metadata(&lib).map(|l| l.len()).unwrap_or(0));
         if !same {
             std::fs::copy(&lib, &target)?;
         }
@@ -264,14 +245,8 @@ impl Repo {
         if let Ok(key) = std::fs::read_to_string(&saved) {
             let key = key.trim().to_owned();
             let id = key.split('_').nth(1).unwrap_or_default().to_owned();
-            let listed = output(
-                Command::new(self.host_binary()).args(["keys", "list", "--tenant", "demo"]),
-            )?;
-            if !id.is_empty()
-                && listed
-                    .lines()
-                    .any(|l| l.starts_with(&id) && l.ends_with("active"))
-            {
+            let listed = output(Command::new(self.host_binary()).args(["keys", "list", "--tenant", "demo"]))?;
+            if !id.is_empty() && listed.lines().any(|l| l.starts_with(&id) && l.ends_with("active")) {
                 println!("tenant demo, key {id} (saved in .cache/demo-key)");
                 return Ok(key);
             }
@@ -284,12 +259,7 @@ impl Repo {
             "--credit",
             "100000000",
         ]))?;
-        let key = created
-            .lines()
-            .last()
-            .context("`keys create` printed no key")?
-            .trim()
-            .to_owned();
+        let key = created.lines().last().context("`keys create` printed no key")?.trim().to_owned();
         std::fs::write(&saved, &key)?;
         println!("created tenant demo with 100000000 tokens; key saved in .cache/demo-key");
         Ok(key)
@@ -315,12 +285,8 @@ impl Repo {
 
     fn test(&self, extra: &[String]) -> anyhow::Result<()> {
         step("rustfmt --check");
-        run_cmd(
-            cargo()
-                .args(["fmt", "--all", "--", "--check"])
-                .current_dir(&self.root),
-        )
-        .context("code is not formatted: run `cargo fmt --all`")?;
+        run_cmd(cargo().args(["fmt", "--all", "--", "--check"]).current_dir(&self.root))
+            .context("code is not formatted: run `cargo fmt --all`")?;
         step("tests (unit and end-to-end, release profile: the host is already built there)");
         run_cmd(
             cargo()
@@ -333,13 +299,47 @@ impl Repo {
         )
     }
 
-    fn lint(&self) -> anyhow::Result<()> {
-        step("rustfmt --check");
+    /// The heavy suite: the long load test and a bounded fuzzing run.
+    fn heavy(&self) -> anyhow::Result<()> {
+        step("heavy: long load test (YOLO_EDGE_LOAD_SECONDS, default 180)");
         run_cmd(
             cargo()
-                .args(["fmt", "--all", "--", "--check"])
+                .args(["test", "--release", "-p", "yolo-edge-tests", "--test", "load", "--", "--ignored"])
+                .env("YOLO_EDGE_BIN", self.host_binary())
+                .env("YOLO_EDGE_COMPONENT", self.component())
                 .current_dir(&self.root),
         )?;
+        step("heavy: fuzz the request parsing and decoding (cargo fuzz, nightly, YOLO_EDGE_FUZZ_SECONDS, default 120)");
+        let nightly = Command::new("cargo").args(["+nightly", "--version"]).output().is_ok_and(|o| o.status.success());
+        if !nightly {
+            println!("skipped: cargo fuzz needs a nightly toolchain, and this machine has none");
+            return Ok(());
+        }
+        let has_fuzz = Command::new("cargo").args(["fuzz", "--version"]).output().is_ok_and(|o| o.status.success());
+        if !has_fuzz {
+            run_cmd(Command::new("cargo").args(["install", "cargo-fuzz", "--locked"]))
+                .context("installing cargo-fuzz from crates.io failed")?;
+        }
+        let corpus = self.path("fuzz/corpus/request");
+        std::fs::create_dir_all(&corpus)?;
+        std::fs::write(corpus.join("json"), b"\x01\n{\"image\":\"aGVsbG8=\",\"conf\":0.3}")?;
+        std::fs::write(corpus.join("query"), b"\x02conf=0.3&classes=0,2\n\x89PNG\r\n\x1a\n")?;
+        let seconds = std::env::var("YOLO_EDGE_FUZZ_SECONDS").unwrap_or_else(|_| "120".to_owned());
+        run_cmd(
+            Command::new("cargo")
+                .args(["+nightly", "fuzz", "run", "request", "--target-dir"])
+                .arg(self.path("target/fuzz"))
+                .arg("--")
+                .arg(format!("-max_total_time={seconds}"))
+                .arg("-rss_limit_mb=2048")
+                .current_dir(self.path("fuzz")),
+        )
+        .context("the fuzzer found a failing input (see fuzz/artifacts/request/)")
+    }
+
+    fn lint(&self) -> anyhow::Result<()> {
+        step("rustfmt --check");
+        run_cmd(cargo().args(["fmt", "--all", "--", "--check"]).current_dir(&self.root))?;
         step("clippy (native crates)");
         run_cmd(
             cargo()

@@ -28,10 +28,7 @@ impl Tensor {
 
     /// Check that the data length matches the dimensions and type.
     pub fn validate(&self) -> Result<(), BackendError> {
-        let count = self
-            .dims
-            .iter()
-            .try_fold(1usize, |acc, &d| acc.checked_mul(d as usize));
+        let count = self.dims.iter().try_fold(1usize, |acc, &d| acc.checked_mul(d as usize));
         let expected = count.and_then(|c| c.checked_mul(Self::element_size(self.ty)));
         if expected != Some(self.data.len()) {
             return Err(BackendError::new(
@@ -62,10 +59,7 @@ pub struct BackendError {
 impl BackendError {
     /// Make an error.
     pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
-        Self {
-            code,
-            message: message.into(),
-        }
+        Self { code, message: message.into() }
     }
 }
 
@@ -80,11 +74,44 @@ pub struct Computed {
     pub queued: Duration,
 }
 
+/// Lets the host stop a running `compute` (on timeout). A backend registers how to stop
+/// its run with [`Cancel::on_cancel`]; the host calls [`Cancel::cancel`].
+#[derive(Default)]
+pub struct Cancel {
+    cancelled: std::sync::atomic::AtomicBool,
+    stop: std::sync::Mutex<Option<Box<dyn Fn() + Send + Sync>>>,
+}
+
+impl Cancel {
+    /// Register how to stop the run in progress (called at once if already cancelled).
+    pub fn on_cancel(&self, stop: impl Fn() + Send + Sync + 'static) {
+        let mut slot = self.stop.lock().unwrap_or_else(|p| p.into_inner());
+        if self.is_cancelled() {
+            stop();
+        }
+        *slot = Some(Box::new(stop));
+    }
+
+    /// Stop the run.
+    pub fn cancel(&self) {
+        let slot = self.stop.lock().unwrap_or_else(|p| p.into_inner());
+        self.cancelled.store(true, std::sync::atomic::Ordering::SeqCst);
+        if let Some(stop) = slot.as_ref() {
+            stop();
+        }
+    }
+
+    /// Whether [`Cancel::cancel`] was called.
+    pub fn is_cancelled(&self) -> bool {
+        self.cancelled.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
 /// A loaded graph. Implementations are shared by every store and must allow concurrent
 /// `compute` calls (each blocks its calling thread; the host runs them on the blocking pool).
 pub trait Graph: Send + Sync {
-    /// Run the graph on named inputs.
-    fn compute(&self, inputs: Vec<(String, Tensor)>) -> Result<Computed, BackendError>;
+    /// Run the graph on named inputs; stop early (with [`ErrorCode::Timeout`]) when `cancel` fires.
+    fn compute(&self, inputs: Vec<(String, Tensor)>, cancel: &Cancel) -> Result<Computed, BackendError>;
 }
 
 #[cfg(test)]
@@ -93,31 +120,13 @@ mod tests {
 
     #[test]
     fn tensor_sizes_are_checked() {
-        let ok = Tensor {
-            dims: vec![1, 3, 2, 2],
-            ty: TensorType::Fp32,
-            data: vec![0; 48],
-        };
+        let ok = Tensor { dims: vec![1, 3, 2, 2], ty: TensorType::Fp32, data: vec![0; 48] };
         ok.validate().unwrap();
-        let short = Tensor {
-            data: vec![0; 47],
-            ..ok.clone()
-        };
-        assert_eq!(
-            short.validate().unwrap_err().code,
-            ErrorCode::InvalidArgument
-        );
-        let huge = Tensor {
-            dims: vec![u32::MAX, u32::MAX, u32::MAX],
-            ty: TensorType::I64,
-            data: vec![],
-        };
+        let short = Tensor { data: vec![0; 47], ..ok.clone() };
+        assert_eq!(short.validate().unwrap_err().code, ErrorCode::InvalidArgument);
+        let huge = Tensor { dims: vec![u32::MAX, u32::MAX, u32::MAX], ty: TensorType::I64, data: vec![] };
         assert!(huge.validate().unwrap_err().message.contains("too many"));
-        let bytes = Tensor {
-            dims: vec![5],
-            ty: TensorType::U8,
-            data: vec![1; 5],
-        };
+        let bytes = Tensor { dims: vec![5], ty: TensorType::U8, data: vec![1; 5] };
         bytes.validate().unwrap();
     }
 }

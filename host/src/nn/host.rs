@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use wasmtime::component::Resource;
 
-use super::backend::{BackendError, Graph, Tensor};
+use super::backend::{BackendError, Cancel, Graph, Tensor};
 use super::bindings::wasi::nn::{errors, graph, inference, tensor};
 use super::onnx::OnnxGraph;
 use super::{ErrorCode, ExecutionTarget, GraphEncoding, NnView, TensorType};
@@ -48,62 +48,39 @@ impl graph::Host for NnView<'_> {
         if encoding != GraphEncoding::Onnx {
             return self.fail(
                 ErrorCode::InvalidEncoding,
-                format!(
-                    "graph encoding {encoding:?} is not supported: this host loads ONNX graphs"
-                ),
+                format!("graph encoding {encoding:?} is not supported: this host loads ONNX graphs"),
             );
         }
         let [model] = builders.as_slice() else {
             return self.fail(
                 ErrorCode::InvalidArgument,
-                format!(
-                    "an ONNX graph is one builder (the model bytes), got {}",
-                    builders.len()
-                ),
+                format!("an ONNX graph is one builder (the model bytes), got {}", builders.len()),
             );
         };
         let options = self.ctx.registry.onnx_options();
         // A graph loaded from bytes lives as long as this store: one session is enough.
-        let one = super::onnx::OnnxOptions {
-            sessions: 1,
-            ..options
-        };
+        let one = super::onnx::OnnxOptions { sessions: 1, ..options };
         match OnnxGraph::from_bytes(model, target, one) {
-            Ok(g) => Ok(Ok(self.table.push(GraphResource {
-                name: "<bytes>".to_owned(),
-                graph: Arc::new(g),
-            })?)),
+            Ok(g) => Ok(Ok(self.table.push(GraphResource { name: "<bytes>".to_owned(), graph: Arc::new(g) })?)),
             Err(e) => self.fail(e.code, e.message),
         }
     }
 
     fn load_by_name(&mut self, name: String) -> NnResult<Resource<GraphResource>> {
         match self.ctx.registry.get(&name) {
-            Some(named) => Ok(Ok(self.table.push(GraphResource {
-                name: named.name,
-                graph: named.graph,
-            })?)),
+            Some(named) => Ok(Ok(self.table.push(GraphResource { name: named.name, graph: named.graph })?)),
             None => {
                 let known = self.ctx.registry.names().join(", ");
-                self.fail(
-                    ErrorCode::NotFound,
-                    format!("no graph named {name:?} is loaded (loaded: {known})"),
-                )
+                self.fail(ErrorCode::NotFound, format!("no graph named {name:?} is loaded (loaded: {known})"))
             }
         }
     }
 }
 
 impl graph::HostGraph for NnView<'_> {
-    fn init_execution_context(
-        &mut self,
-        graph: Resource<GraphResource>,
-    ) -> NnResult<Resource<ContextResource>> {
+    fn init_execution_context(&mut self, graph: Resource<GraphResource>) -> NnResult<Resource<ContextResource>> {
         let g = self.table.get(&graph)?;
-        let context = ContextResource {
-            name: g.name.clone(),
-            graph: g.graph.clone(),
-        };
+        let context = ContextResource { name: g.name.clone(), graph: g.graph.clone() };
         Ok(Ok(self.table.push(context)?))
     }
 
@@ -129,17 +106,25 @@ impl inference::HostGraphExecutionContext for NnView<'_> {
         for (input, tensor) in inputs {
             owned.push((input, self.table.delete(tensor)?));
         }
-        let joined = tokio::task::spawn_blocking(move || graph.compute(owned)).await;
+        let cancel = Arc::new(Cancel::default());
+        let watched = cancel.clone();
+        let mut run = tokio::task::spawn_blocking(move || graph.compute(owned, &watched));
+        let joined = match tokio::time::timeout(self.ctx.timeout, &mut run).await {
+            Ok(joined) => joined,
+            Err(_) => {
+                // Past the deadline: stop the backend and wait for it to give the thread back.
+                cancel.cancel();
+                tracing::warn!(graph = %name, timeout = ?self.ctx.timeout, "inference deadline passed; stopping it");
+                run.await
+            }
+        };
         let computed = match joined {
             Ok(Ok(computed)) => computed,
             Ok(Err(BackendError { code, message })) => {
                 return self.fail(code, format!("graph {name:?}: {message}"));
             }
             Err(panic) => {
-                return self.fail(
-                    ErrorCode::RuntimeError,
-                    format!("graph {name:?}: the backend panicked: {panic}"),
-                );
+                return self.fail(ErrorCode::RuntimeError, format!("graph {name:?}: the backend panicked: {panic}"));
             }
         };
         self.ctx.meter.computes += 1;
@@ -167,17 +152,10 @@ impl tensor::HostTensor for NnView<'_> {
         ty: TensorType,
         data: tensor::TensorData,
     ) -> wasmtime::Result<Resource<Tensor>> {
-        Ok(self.table.push(Tensor {
-            dims: dimensions,
-            ty,
-            data,
-        })?)
+        Ok(self.table.push(Tensor { dims: dimensions, ty, data })?)
     }
 
-    fn dimensions(
-        &mut self,
-        tensor: Resource<Tensor>,
-    ) -> wasmtime::Result<tensor::TensorDimensions> {
+    fn dimensions(&mut self, tensor: Resource<Tensor>) -> wasmtime::Result<tensor::TensorDimensions> {
         Ok(self.table.get(&tensor)?.dims.clone())
     }
 

@@ -44,15 +44,14 @@ pub struct NnMeter {
 pub struct NnCtx {
     registry: Arc<GraphRegistry>,
     meter: NnMeter,
+    timeout: Duration,
 }
 
 impl NnCtx {
-    /// A context that resolves `load-by-name` through `registry`.
-    pub fn new(registry: Arc<GraphRegistry>) -> Self {
-        Self {
-            registry,
-            meter: NnMeter::default(),
-        }
+    /// A context that resolves `load-by-name` through `registry` and stops any `compute`
+    /// that runs longer than `timeout`.
+    pub fn new(registry: Arc<GraphRegistry>, timeout: Duration) -> Self {
+        Self { registry, meter: NnMeter::default(), timeout }
     }
 
     /// What this store's inferences cost so far.

@@ -5,15 +5,15 @@
 //! with one intra-op thread), and concurrent `compute` calls take whichever is free.
 
 use std::path::{Path, PathBuf};
-use std::sync::{Condvar, Mutex, OnceLock};
+use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::time::Instant;
 
 use ort::session::builder::GraphOptimizationLevel;
-use ort::session::{Session, SessionInputValue};
+use ort::session::{RunOptions, Session, SessionInputValue};
 use ort::tensor::TensorElementType;
 use ort::value::{DynValue, Tensor as OrtTensor, ValueType};
 
-use super::backend::{BackendError, Computed, Graph, Tensor};
+use super::backend::{BackendError, Cancel, Computed, Graph, Tensor};
 use super::{ErrorCode, ExecutionTarget, TensorType};
 
 /// The file name ONNX Runtime's shared library is looked up under.
@@ -31,10 +31,7 @@ pub struct OnnxOptions {
 impl Default for OnnxOptions {
     /// One single-threaded session per available core.
     fn default() -> Self {
-        Self {
-            sessions: std::thread::available_parallelism().map_or(1, |n| n.get()),
-            threads: 1,
-        }
+        Self { sessions: std::thread::available_parallelism().map_or(1, |n| n.get()), threads: 1 }
     }
 }
 
@@ -44,23 +41,12 @@ impl Default for OnnxOptions {
 pub fn library_candidates(explicit: Option<&Path>) -> Vec<PathBuf> {
     let mut candidates = Vec::new();
     if let Some(p) = explicit {
-        candidates.push(if p.is_dir() {
-            p.join(LIBRARY_NAME)
-        } else {
-            p.to_owned()
-        });
+        candidates.push(if p.is_dir() { p.join(LIBRARY_NAME) } else { p.to_owned() });
     }
-    if let Some(dir) = std::env::current_exe()
-        .ok()
-        .and_then(|e| e.parent().map(Path::to_owned))
-    {
+    if let Some(dir) = std::env::current_exe().ok().and_then(|e| e.parent().map(Path::to_owned)) {
         candidates.push(dir.join(LIBRARY_NAME));
     }
-    candidates.push(
-        Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../.cache/onnxruntime/lib")
-            .join(LIBRARY_NAME),
-    );
+    candidates.push(Path::new(env!("CARGO_MANIFEST_DIR")).join("../.cache/onnxruntime/lib").join(LIBRARY_NAME));
     candidates
 }
 
@@ -81,22 +67,14 @@ pub fn init_runtime(explicit: Option<&Path>) -> anyhow::Result<PathBuf> {
     let path = path.canonicalize().unwrap_or(path);
     let display = path.display().to_string();
     // `ort` panics when the library cannot be opened; turn that into an error.
-    let committed = std::panic::catch_unwind(|| {
-        ort::init_from(display.clone())
-            .with_name("yolo-edge")
-            .commit()
-    })
-    .map_err(|_| anyhow::anyhow!("ONNX Runtime could not be opened from {display}"))?;
-    committed
-        .map_err(|e| anyhow::anyhow!("ONNX Runtime from {display} failed to initialise: {e}"))?;
+    let committed = std::panic::catch_unwind(|| ort::init_from(display.clone()).with_name("yolo-edge").commit())
+        .map_err(|_| anyhow::anyhow!("ONNX Runtime could not be opened from {display}"))?;
+    committed.map_err(|e| anyhow::anyhow!("ONNX Runtime from {display} failed to initialise: {e}"))?;
     Ok(RUNTIME.get_or_init(|| path).clone())
 }
 
 fn ort_error(context: &str, e: ort::Error) -> BackendError {
-    BackendError::new(
-        ErrorCode::RuntimeError,
-        format!("ONNX Runtime {context}: {e}"),
-    )
+    BackendError::new(ErrorCode::RuntimeError, format!("ONNX Runtime {context}: {e}"))
 }
 
 /// A graph on ONNX Runtime with a pool of sessions.
@@ -109,17 +87,11 @@ pub struct OnnxGraph {
 
 impl OnnxGraph {
     /// Build `options.sessions` sessions from an ONNX model's bytes.
-    pub fn from_bytes(
-        model: &[u8],
-        target: ExecutionTarget,
-        options: OnnxOptions,
-    ) -> Result<Self, BackendError> {
+    pub fn from_bytes(model: &[u8], target: ExecutionTarget, options: OnnxOptions) -> Result<Self, BackendError> {
         if target != ExecutionTarget::Cpu {
             return Err(BackendError::new(
                 ErrorCode::UnsupportedOperation,
-                format!(
-                    "execution target {target:?} is not available: this host runs ONNX Runtime on the CPU only"
-                ),
+                format!("execution target {target:?} is not available: this host runs ONNX Runtime on the CPU only"),
             ));
         }
         let sessions = (0..options.sessions.max(1))
@@ -139,26 +111,13 @@ impl OnnxGraph {
             .collect::<Result<Vec<_>, _>>()?;
         let inputs = sessions[0].inputs.iter().map(|i| i.name.clone()).collect();
         let outputs = sessions[0].outputs.iter().map(|o| o.name.clone()).collect();
-        Ok(Self {
-            inputs,
-            outputs,
-            idle: Mutex::new(sessions),
-            freed: Condvar::new(),
-        })
+        Ok(Self { inputs, outputs, idle: Mutex::new(sessions), freed: Condvar::new() })
     }
 
     /// Read `path` (an `.onnx` file) and build the graph.
-    pub fn from_file(
-        path: &Path,
-        target: ExecutionTarget,
-        options: OnnxOptions,
-    ) -> Result<Self, BackendError> {
-        let bytes = std::fs::read(path).map_err(|e| {
-            BackendError::new(
-                ErrorCode::NotFound,
-                format!("cannot read {}: {e}", path.display()),
-            )
-        })?;
+    pub fn from_file(path: &Path, target: ExecutionTarget, options: OnnxOptions) -> Result<Self, BackendError> {
+        let bytes = std::fs::read(path)
+            .map_err(|e| BackendError::new(ErrorCode::NotFound, format!("cannot read {}: {e}", path.display())))?;
         Self::from_bytes(&bytes, target, options)
     }
 
@@ -178,10 +137,7 @@ impl OnnxGraph {
     }
 
     fn give_back(&self, session: Session) {
-        self.idle
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(session);
+        self.idle.lock().unwrap_or_else(|p| p.into_inner()).push(session);
         self.freed.notify_one();
     }
 
@@ -189,18 +145,11 @@ impl OnnxGraph {
         self.inputs
             .iter()
             .position(|n| n == name)
-            .or_else(|| {
-                name.parse::<usize>()
-                    .ok()
-                    .filter(|&i| i < self.inputs.len())
-            })
+            .or_else(|| name.parse::<usize>().ok().filter(|&i| i < self.inputs.len()))
             .ok_or_else(|| {
                 BackendError::new(
                     ErrorCode::InvalidArgument,
-                    format!(
-                        "the graph has no input {name:?}; its inputs are {:?}",
-                        self.inputs
-                    ),
+                    format!("the graph has no input {name:?}; its inputs are {:?}", self.inputs),
                 )
             })
     }
@@ -214,34 +163,22 @@ fn to_ort(tensor: Tensor) -> Result<SessionInputValue<'static>, BackendError> {
         data.chunks_exact(N).map(|c| c.try_into().unwrap_or([0; N]))
     }
     let value: Result<DynValue, ort::Error> = match tensor.ty {
-        TensorType::Fp32 => OrtTensor::from_array((
-            shape,
-            words::<4>(&data)
-                .map(f32::from_le_bytes)
-                .collect::<Vec<_>>(),
-        ))
-        .map(Into::into),
-        TensorType::Fp64 => OrtTensor::from_array((
-            shape,
-            words::<8>(&data)
-                .map(f64::from_le_bytes)
-                .collect::<Vec<_>>(),
-        ))
-        .map(Into::into),
-        TensorType::I32 => OrtTensor::from_array((
-            shape,
-            words::<4>(&data)
-                .map(i32::from_le_bytes)
-                .collect::<Vec<_>>(),
-        ))
-        .map(Into::into),
-        TensorType::I64 => OrtTensor::from_array((
-            shape,
-            words::<8>(&data)
-                .map(i64::from_le_bytes)
-                .collect::<Vec<_>>(),
-        ))
-        .map(Into::into),
+        TensorType::Fp32 => {
+            OrtTensor::from_array((shape, words::<4>(&data).map(f32::from_le_bytes).collect::<Vec<_>>()))
+                .map(Into::into)
+        }
+        TensorType::Fp64 => {
+            OrtTensor::from_array((shape, words::<8>(&data).map(f64::from_le_bytes).collect::<Vec<_>>()))
+                .map(Into::into)
+        }
+        TensorType::I32 => {
+            OrtTensor::from_array((shape, words::<4>(&data).map(i32::from_le_bytes).collect::<Vec<_>>()))
+                .map(Into::into)
+        }
+        TensorType::I64 => {
+            OrtTensor::from_array((shape, words::<8>(&data).map(i64::from_le_bytes).collect::<Vec<_>>()))
+                .map(Into::into)
+        }
         TensorType::U8 => OrtTensor::from_array((shape, data)).map(Into::into),
         other => {
             return Err(BackendError::new(
@@ -250,9 +187,7 @@ fn to_ort(tensor: Tensor) -> Result<SessionInputValue<'static>, BackendError> {
             ));
         }
     };
-    value
-        .map(SessionInputValue::from)
-        .map_err(|e| ort_error("rejected an input tensor", e))
+    value.map(SessionInputValue::from).map_err(|e| ort_error("rejected an input tensor", e))
 }
 
 fn from_ort(name: &str, value: &DynValue) -> Result<Tensor, BackendError> {
@@ -260,61 +195,26 @@ fn from_ort(name: &str, value: &DynValue) -> Result<Tensor, BackendError> {
         (shape, data): (&ort::tensor::Shape, &[T]),
         bytes: fn(T) -> [u8; N],
     ) -> (Vec<u32>, Vec<u8>) {
-        let dims = shape
-            .iter()
-            .map(|&d| u32::try_from(d).unwrap_or(0))
-            .collect();
+        let dims = shape.iter().map(|&d| u32::try_from(d).unwrap_or(0)).collect();
         (dims, data.iter().flat_map(|&v| bytes(v)).collect())
     }
     let err = |e| ort_error(&format!("could not read output {name:?}"), e);
     let (ty, (dims, data)) = match value.dtype() {
-        ValueType::Tensor {
-            ty: TensorElementType::Float32,
-            ..
-        } => (
-            TensorType::Fp32,
-            pack(
-                value.try_extract_tensor::<f32>().map_err(err)?,
-                f32::to_le_bytes,
-            ),
-        ),
-        ValueType::Tensor {
-            ty: TensorElementType::Float64,
-            ..
-        } => (
-            TensorType::Fp64,
-            pack(
-                value.try_extract_tensor::<f64>().map_err(err)?,
-                f64::to_le_bytes,
-            ),
-        ),
-        ValueType::Tensor {
-            ty: TensorElementType::Int32,
-            ..
-        } => (
-            TensorType::I32,
-            pack(
-                value.try_extract_tensor::<i32>().map_err(err)?,
-                i32::to_le_bytes,
-            ),
-        ),
-        ValueType::Tensor {
-            ty: TensorElementType::Int64,
-            ..
-        } => (
-            TensorType::I64,
-            pack(
-                value.try_extract_tensor::<i64>().map_err(err)?,
-                i64::to_le_bytes,
-            ),
-        ),
-        ValueType::Tensor {
-            ty: TensorElementType::Uint8,
-            ..
-        } => (
-            TensorType::U8,
-            pack(value.try_extract_tensor::<u8>().map_err(err)?, |v: u8| [v]),
-        ),
+        ValueType::Tensor { ty: TensorElementType::Float32, .. } => {
+            (TensorType::Fp32, pack(value.try_extract_tensor::<f32>().map_err(err)?, f32::to_le_bytes))
+        }
+        ValueType::Tensor { ty: TensorElementType::Float64, .. } => {
+            (TensorType::Fp64, pack(value.try_extract_tensor::<f64>().map_err(err)?, f64::to_le_bytes))
+        }
+        ValueType::Tensor { ty: TensorElementType::Int32, .. } => {
+            (TensorType::I32, pack(value.try_extract_tensor::<i32>().map_err(err)?, i32::to_le_bytes))
+        }
+        ValueType::Tensor { ty: TensorElementType::Int64, .. } => {
+            (TensorType::I64, pack(value.try_extract_tensor::<i64>().map_err(err)?, i64::to_le_bytes))
+        }
+        ValueType::Tensor { ty: TensorElementType::Uint8, .. } => {
+            (TensorType::U8, pack(value.try_extract_tensor::<u8>().map_err(err)?, |v: u8| [v]))
+        }
         other => {
             return Err(BackendError::new(
                 ErrorCode::UnsupportedOperation,
@@ -326,32 +226,36 @@ fn from_ort(name: &str, value: &DynValue) -> Result<Tensor, BackendError> {
 }
 
 impl Graph for OnnxGraph {
-    fn compute(&self, inputs: Vec<(String, Tensor)>) -> Result<Computed, BackendError> {
+    fn compute(&self, inputs: Vec<(String, Tensor)>, cancel: &Cancel) -> Result<Computed, BackendError> {
         let mut named: Vec<(String, SessionInputValue<'static>)> = Vec::with_capacity(inputs.len());
         for (name, tensor) in inputs {
             let index = self.input_index(&name)?;
             named.push((self.inputs[index].clone(), to_ort(tensor)?));
         }
-        if let Some(missing) = self
-            .inputs
-            .iter()
-            .find(|n| !named.iter().any(|(m, _)| m == *n))
-        {
+        if let Some(missing) = self.inputs.iter().find(|n| !named.iter().any(|(m, _)| m == *n)) {
             return Err(BackendError::new(
                 ErrorCode::InvalidArgument,
-                format!(
-                    "input {missing:?} was not given; the graph's inputs are {:?}",
-                    self.inputs
-                ),
+                format!("input {missing:?} was not given; the graph's inputs are {:?}", self.inputs),
             ));
         }
+        let options = Arc::new(RunOptions::new().map_err(|e| ort_error("cannot create run options", e))?);
+        let stopper = options.clone();
+        cancel.on_cancel(move || {
+            let _ = stopper.terminate();
+        });
         let waited = Instant::now();
         let mut session = self.checkout();
         let queued = waited.elapsed();
         let started = Instant::now();
         let result = session
-            .run(named)
-            .map_err(|e| ort_error("inference failed", e))
+            .run_with_options(named, &options)
+            .map_err(|e| {
+                if cancel.is_cancelled() {
+                    BackendError::new(ErrorCode::Timeout, format!("inference was stopped at its deadline ({e})"))
+                } else {
+                    ort_error("inference failed", e)
+                }
+            })
             .and_then(|outputs| {
                 let inference = started.elapsed();
                 let tensors = self
@@ -359,11 +263,7 @@ impl Graph for OnnxGraph {
                     .iter()
                     .map(|name| from_ort(name, &outputs[name.as_str()]).map(|t| (name.clone(), t)))
                     .collect::<Result<Vec<_>, _>>()?;
-                Ok(Computed {
-                    outputs: tensors,
-                    inference,
-                    queued,
-                })
+                Ok(Computed { outputs: tensors, inference, queued })
             });
         self.give_back(session);
         result

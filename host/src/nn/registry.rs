@@ -30,31 +30,22 @@ pub struct GraphRegistry {
 impl GraphRegistry {
     /// An empty registry; `load` from bytes still works.
     pub fn new(onnx: OnnxOptions) -> Self {
-        Self {
-            graphs: BTreeMap::new(),
-            onnx,
-        }
+        Self { graphs: BTreeMap::new(), onnx }
     }
 
     /// Load every `<dir>/<name>/` that holds a `metadata.json` and a `model.onnx`.
     pub fn load_dir(dir: &Path, onnx: OnnxOptions) -> anyhow::Result<Self> {
         let mut registry = Self::new(onnx);
-        let entries = std::fs::read_dir(dir)
-            .with_context(|| format!("cannot read the models directory {}", dir.display()))?;
-        let mut dirs: Vec<_> = entries
-            .filter_map(Result::ok)
-            .map(|e| e.path())
-            .filter(|p| p.join(METADATA_FILE).is_file())
-            .collect();
+        let entries =
+            std::fs::read_dir(dir).with_context(|| format!("cannot read the models directory {}", dir.display()))?;
+        let mut dirs: Vec<_> =
+            entries.filter_map(Result::ok).map(|e| e.path()).filter(|p| p.join(METADATA_FILE).is_file()).collect();
         dirs.sort();
         for path in dirs {
             let meta = ModelMetadata::parse(&std::fs::read(path.join(METADATA_FILE))?)
                 .map_err(|e| anyhow::anyhow!("{}: {}", path.display(), e.message))?;
-            let name = path
-                .file_name()
-                .and_then(|n| n.to_str())
-                .context("model directory names must be UTF-8")?
-                .to_owned();
+            let name =
+                path.file_name().and_then(|n| n.to_str()).context("model directory names must be UTF-8")?.to_owned();
             if meta.format != "onnx" {
                 tracing::warn!(model = %name, format = %meta.format, "skipping a model whose format this host has no backend for");
                 continue;
@@ -76,10 +67,7 @@ impl GraphRegistry {
 
     /// The graph called `name`.
     pub fn get(&self, name: &str) -> Option<NamedGraph> {
-        self.graphs.get(name).map(|g| NamedGraph {
-            name: name.to_owned(),
-            graph: g.clone(),
-        })
+        self.graphs.get(name).map(|g| NamedGraph { name: name.to_owned(), graph: g.clone() })
     }
 
     /// Names of all loaded graphs.

@@ -26,21 +26,13 @@ fn handle(req: Request) -> Response {
             }
         }
         "/sleep" => {
-            let ms: u64 = req
-                .query()
-                .strip_prefix("ms=")
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(100);
+            let ms: u64 = req.query().strip_prefix("ms=").and_then(|v| v.parse().ok()).unwrap_or(100);
             let start = std::time::Instant::now();
             while start.elapsed().as_millis() < u128::from(ms) {
                 std::hint::spin_loop();
             }
             Response::new(200, format!("{{\"slept_ms\":{ms}}}"))
         }
-        _ => Response::builder()
-            .status(200)
-            .header("content-type", "application/json")
-            .body("{\"ok\":true}")
-            .build(),
+        _ => Response::builder().status(200).header("content-type", "application/json").body("{\"ok\":true}").build(),
     }
 }
