@@ -36,14 +36,15 @@ fn hammer(host: &Host, clients: usize, until: Duration, stop: &AtomicBool) -> Ve
                     while started.elapsed() < until && !stop.load(Ordering::SeqCst) {
                         i += 1;
                         let mut req = agent.post(host.url("/detect")).header("authorization", &auth);
-                        let body: &[u8] = match (c + i) % 5 {
+                        let mut body: &[u8] = match (c + i) % 5 {
                             0 => b"definitely not an image",
                             1 => grace,
                             _ => png,
                         };
                         if (c + i).is_multiple_of(7) {
-                            // A retried request: the same key a few times over.
+                            // A retried request: the same key (and the same body) a few times over.
                             req = req.header("idempotency-key", &format!("client-{c}-{}", i / 14));
+                            body = png;
                         }
                         let r = req.header("content-type", "image/png").send(body);
                         seen.push(match r {
