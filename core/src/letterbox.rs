@@ -62,12 +62,34 @@ impl Letterbox {
 /// Letterbox `img` into a `width` × `height` NCHW RGB tensor with values `/255`, padded with
 /// `color`. Returns the tensor (`3 * height * width` values) and its geometry.
 pub fn letterbox(img: &RgbImage, width: u32, height: u32, color: [u8; 3]) -> (Vec<f32>, Letterbox) {
+    let unit: [f32; 256] = std::array::from_fn(|v| v as f32 / 255.0);
     let lb = Letterbox::fit(img.width(), img.height(), width, height);
-    let resized = resize_bilinear(img, lb.width, lb.height);
+    (planes(&resize_bilinear(img, lb.width, lb.height), &lb, width, height, &unit, color), lb)
+}
+
+/// [`letterbox`], with the tensor directly as the little-endian `f32` bytes wasi-nn takes
+/// (no intermediate `f32` buffer).
+pub fn letterbox_le_bytes(img: &RgbImage, width: u32, height: u32, color: [u8; 3]) -> (Vec<u8>, Letterbox) {
+    let bytes: [[u8; 4]; 256] = std::array::from_fn(|v| (v as f32 / 255.0).to_le_bytes());
+    let lb = Letterbox::fit(img.width(), img.height(), width, height);
+    let tensor = planes(&resize_bilinear(img, lb.width, lb.height), &lb, width, height, &bytes, color);
+    (tensor.into_flattened(), lb)
+}
+
+/// Lay `resized` out as three planes of `width` × `height` elements (`lut[v]` for a channel
+/// value `v`) at the letterbox offset, padding with `lut[color]`.
+fn planes<T: Copy>(
+    resized: &RgbImage,
+    lb: &Letterbox,
+    width: u32,
+    height: u32,
+    lut: &[T; 256],
+    color: [u8; 3],
+) -> Vec<T> {
     let plane = (width * height) as usize;
-    let mut tensor = vec![0f32; 3 * plane];
-    for (c, chunk) in tensor.chunks_exact_mut(plane).enumerate() {
-        chunk.fill(f32::from(color[c]) / 255.0);
+    let mut tensor = Vec::with_capacity(3 * plane);
+    for c in color {
+        tensor.extend(std::iter::repeat_n(lut[usize::from(c)], plane));
     }
     let (w, rw) = (width as usize, lb.width as usize);
     let (left, top) = (lb.left as usize, lb.top as usize);
@@ -78,12 +100,12 @@ pub fn letterbox(img: &RgbImage, width: u32, height: u32, color: [u8; 3]) -> (Ve
         let (r, g, b) =
             (&mut r_plane[start..start + rw], &mut g_plane[start..start + rw], &mut b_plane[start..start + rw]);
         for (x, px) in row.chunks_exact(3).enumerate() {
-            r[x] = f32::from(px[0]) / 255.0;
-            g[x] = f32::from(px[1]) / 255.0;
-            b[x] = f32::from(px[2]) / 255.0;
+            r[x] = lut[usize::from(px[0])];
+            g[x] = lut[usize::from(px[1])];
+            b[x] = lut[usize::from(px[2])];
         }
     }
-    (tensor, lb)
+    tensor
 }
 
 /// Little-endian bytes of an `f32` slice (the wasi-nn tensor data format).
@@ -167,6 +189,16 @@ mod tests {
         assert_eq!(at(1, 1, 3), 0.0);
         assert_eq!(at(2, 2, 2), 0.2);
         assert_eq!(at(2, 3, 1), 114.0 / 255.0, "padding row");
+    }
+
+    #[test]
+    fn the_byte_tensor_is_the_f32_tensor() {
+        let img = RgbImage::from_fn(9, 5, |x, y| Rgb([(x * 20) as u8, (y * 40) as u8, 7]));
+        let (floats, a) = letterbox(&img, 8, 8, [114, 114, 114]);
+        let (bytes, b) = letterbox_le_bytes(&img, 8, 8, [114, 114, 114]);
+        assert_eq!(a, b);
+        assert_eq!(bytes, f32_to_le_bytes(&floats));
+        assert!(floats.iter().all(|v| (0.0..=1.0).contains(v)));
     }
 
     #[test]

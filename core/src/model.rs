@@ -26,6 +26,19 @@ pub enum OutputLayout {
     Yolov8,
 }
 
+/// Where the model should run (the wasi-nn execution target).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Target {
+    /// The CPU.
+    #[default]
+    Cpu,
+    /// A GPU (the host needs GPU support).
+    Gpu,
+    /// A TPU.
+    Tpu,
+}
+
 /// The model's input tensor.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct InputSpec {
@@ -79,6 +92,9 @@ pub struct ModelMetadata {
     /// Labels file name inside the directory.
     #[serde(default = "default_labels")]
     pub labels: String,
+    /// Where the host should run it (`cpu` unless said otherwise).
+    #[serde(default)]
+    pub target: Target,
 }
 
 fn default_format() -> String {
@@ -156,6 +172,9 @@ mod tests {
         assert_eq!(m.output.layout, OutputLayout::Yolov5);
         assert_eq!((m.input.width, m.input.height), (416, 416));
         assert_eq!(m.letterbox.color, [114, 114, 114]);
+        assert_eq!(m.target, Target::Cpu);
+        let gpu = META.replace("\"labels\":", "\"target\":\"gpu\",\"labels\":");
+        assert_eq!(ModelMetadata::parse(gpu.as_bytes()).unwrap().target, Target::Gpu);
         let v8 = META.replace("yolov5", "yolov8");
         assert_eq!(ModelMetadata::parse(v8.as_bytes()).unwrap().output.layout, OutputLayout::Yolov8);
     }

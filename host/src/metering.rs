@@ -19,6 +19,8 @@ pub struct Usage {
     pub peak_memory: u64,
     /// Decoded input pixels (width × height), as reported by the function.
     pub pixels: u64,
+    /// Time to instantiate the component (part of `wall`).
+    pub instantiation: Duration,
 }
 
 /// Response headers carrying the usage to the client.
@@ -35,6 +37,8 @@ pub mod headers {
     pub const MEMORY_BYTES: &str = "x-memory-bytes";
     /// Decoded input pixels.
     pub const PIXELS: &str = "x-pixels";
+    /// Time to instantiate the component, µs.
+    pub const INSTANTIATE_US: &str = "x-instantiate-us";
     /// Tokens charged for this invocation.
     pub const TOKENS: &str = "x-tokens";
     /// The tenant's balance after it.

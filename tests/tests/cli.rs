@@ -59,3 +59,22 @@ fn help_lists_serve() {
     assert!(out.status.success());
     assert!(String::from_utf8_lossy(&out.stdout).contains("serve"));
 }
+
+#[test]
+fn a_gpu_model_without_gpu_support_is_refused_clearly() {
+    let dir = std::env::temp_dir().join(format!("yolo-edge-gpu-models-{}", std::process::id()));
+    let real = models().join("yolov3-tiny");
+    let gpu = dir.join("yolov3-tiny");
+    std::fs::create_dir_all(&gpu).unwrap();
+    std::os::unix::fs::symlink(real.join("model.onnx"), gpu.join("model.onnx")).unwrap();
+    std::fs::copy(real.join("labels.txt"), gpu.join("labels.txt")).unwrap();
+    let mut meta: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(real.join("metadata.json")).unwrap()).unwrap();
+    meta["target"] = serde_json::json!("gpu");
+    std::fs::write(gpu.join("metadata.json"), meta.to_string()).unwrap();
+    let c = component();
+    let (ok, err) = serve(&["--component", c.to_str().unwrap(), "--models", dir.to_str().unwrap()]);
+    assert!(!ok, "never a silent fallback to the CPU");
+    assert!(err.contains("gpu") && err.contains("cuda"), "{err}");
+    let _ = std::fs::remove_dir_all(dir);
+}

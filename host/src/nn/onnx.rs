@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::time::Instant;
 
+use ort::execution_providers::ExecutionProviderDispatch;
 use ort::session::builder::GraphOptimizationLevel;
 use ort::session::{RunOptions, Session, SessionInputValue};
 use ort::tensor::TensorElementType;
@@ -73,6 +74,27 @@ pub fn init_runtime(explicit: Option<&Path>) -> anyhow::Result<PathBuf> {
     Ok(RUNTIME.get_or_init(|| path).clone())
 }
 
+/// The execution providers for a wasi-nn execution target. The GPU needs the `cuda` cargo
+/// feature and an ONNX Runtime built with CUDA (e.g. the `onnxruntime-gpu` wheel's library,
+/// passed with `--onnxruntime`); it never falls back to the CPU silently.
+fn execution_providers(target: ExecutionTarget) -> Result<Vec<ExecutionProviderDispatch>, BackendError> {
+    match target {
+        ExecutionTarget::Cpu => Ok(Vec::new()),
+        #[cfg(feature = "cuda")]
+        ExecutionTarget::Gpu => {
+            Ok(vec![ort::execution_providers::CUDAExecutionProvider::default().build().error_on_failure()])
+        }
+        #[cfg(not(feature = "cuda"))]
+        ExecutionTarget::Gpu => Err(BackendError::new(
+            ErrorCode::UnsupportedOperation,
+            "execution target gpu is not available: this yolo-edge was built without the `cuda` feature",
+        )),
+        ExecutionTarget::Tpu => {
+            Err(BackendError::new(ErrorCode::UnsupportedOperation, "execution target tpu is not supported"))
+        }
+    }
+}
+
 fn ort_error(context: &str, e: ort::Error) -> BackendError {
     BackendError::new(ErrorCode::RuntimeError, format!("ONNX Runtime {context}: {e}"))
 }
@@ -88,27 +110,35 @@ pub struct OnnxGraph {
 impl OnnxGraph {
     /// Build `options.sessions` sessions from an ONNX model's bytes.
     pub fn from_bytes(model: &[u8], target: ExecutionTarget, options: OnnxOptions) -> Result<Self, BackendError> {
-        if target != ExecutionTarget::Cpu {
-            return Err(BackendError::new(
-                ErrorCode::UnsupportedOperation,
-                format!("execution target {target:?} is not available: this host runs ONNX Runtime on the CPU only"),
-            ));
-        }
-        let sessions = (0..options.sessions.max(1))
-            .map(|_| {
-                Session::builder()
-                    .and_then(|b| b.with_optimization_level(GraphOptimizationLevel::Level3))
-                    .and_then(|b| b.with_intra_threads(options.threads.max(1)))
-                    .and_then(|b| b.with_inter_threads(1))
-                    .and_then(|b| b.commit_from_memory(model))
-                    .map_err(|e| {
-                        BackendError::new(
-                            ErrorCode::InvalidEncoding,
-                            format!("ONNX Runtime cannot load the model: {e}"),
-                        )
+        let providers = execution_providers(target)?;
+        let build = || {
+            Session::builder()
+                .and_then(|b| b.with_execution_providers(providers.clone()))
+                .and_then(|b| b.with_optimization_level(GraphOptimizationLevel::Level3))
+                .and_then(|b| b.with_intra_threads(options.threads.max(1)))
+                .and_then(|b| b.with_inter_threads(1))
+                .and_then(|b| b.commit_from_memory(model))
+                .map_err(|e| {
+                    let code = if target == ExecutionTarget::Cpu {
+                        ErrorCode::InvalidEncoding
+                    } else {
+                        ErrorCode::UnsupportedOperation
+                    };
+                    BackendError::new(code, format!("ONNX Runtime cannot load the model for {target:?}: {e}"))
+                })
+        };
+        // Sessions are independent: build them in parallel (start-up time).
+        let sessions = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..options.sessions.max(1)).map(|_| s.spawn(build)).collect();
+            handles
+                .into_iter()
+                .map(|h| {
+                    h.join().unwrap_or_else(|_| {
+                        Err(BackendError::new(ErrorCode::RuntimeError, "building an ONNX Runtime session panicked"))
                     })
-            })
-            .collect::<Result<Vec<_>, _>>()?;
+                })
+                .collect::<Result<Vec<_>, _>>()
+        })?;
         let inputs = sessions[0].inputs.iter().map(|i| i.name.clone()).collect();
         let outputs = sessions[0].outputs.iter().map(|o| o.name.clone()).collect();
         Ok(Self { inputs, outputs, idle: Mutex::new(sessions), freed: Condvar::new() })

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::Context as _;
-use yolo_core::model::{METADATA_FILE, ModelMetadata};
+use yolo_core::model::{METADATA_FILE, ModelMetadata, Target};
 
 use super::ExecutionTarget;
 use super::backend::Graph;
@@ -51,7 +51,12 @@ impl GraphRegistry {
                 continue;
             }
             let started = Instant::now();
-            let graph = OnnxGraph::from_file(&path.join("model.onnx"), ExecutionTarget::Cpu, onnx)
+            let target = match meta.target {
+                Target::Cpu => ExecutionTarget::Cpu,
+                Target::Gpu => ExecutionTarget::Gpu,
+                Target::Tpu => ExecutionTarget::Tpu,
+            };
+            let graph = OnnxGraph::from_file(&path.join("model.onnx"), target, onnx)
                 .map_err(|e| anyhow::anyhow!("model {name}: {e}"))?;
             tracing::info!(
                 model = %name,
