@@ -1,0 +1,264 @@
+//! Putting a server together: what to serve (a [`Plan`]: components by route, from `serve`'s
+//! flags or a Spin manifest for `up`), then ONNX Runtime, the models, the engine, the
+//! components, the state, the limits — and serving until a signal.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+
+use crate::audit::AuditLog;
+use crate::cli::{NnProvider, RuntimeArgs, ServeArgs, UpArgs, WasiNn, shutdown_signal};
+use crate::config::{Config, Limits, TenantLimits};
+use crate::db::Db;
+use crate::engine::{EngineOptions, build_engine, build_linker, default_cache_dir, load_component_bytes};
+use crate::idempotency::Idempotency;
+use crate::invoke::{Invoker, InvokerOptions};
+use crate::limits::{Slots, TenantGate};
+use crate::manifest::Manifest;
+use crate::metrics::Metrics;
+use crate::nn::onnx::{OnnxOptions, init_runtime};
+use crate::nn::registry::GraphRegistry;
+use crate::server::{App, Routes, serve};
+use crate::state::GUEST_MODELS_DIR;
+
+/// One component to serve.
+pub struct PlannedComponent {
+    /// Its route (Spin syntax).
+    pub route: String,
+    /// What it is called in logs.
+    pub label: String,
+    /// The component's bytes (composed already, when a provider is plugged in).
+    pub wasm: Vec<u8>,
+    /// Read-only mounts.
+    pub mounts: Vec<(PathBuf, String)>,
+    /// Environment.
+    pub env: Vec<(String, String)>,
+}
+
+/// What a server serves.
+pub struct Plan {
+    /// Components, most specific route first.
+    pub components: Vec<PlannedComponent>,
+    /// Whether the host provides wasi-nn.
+    pub host_nn: bool,
+    /// Models for the host's wasi-nn.
+    pub models: Option<PathBuf>,
+    /// A model that must be loaded (`serve --default-model`).
+    pub required_model: Option<String>,
+}
+
+fn read(path: &Path, what: &str) -> anyhow::Result<Vec<u8>> {
+    std::fs::read(path)
+        .with_context(|| format!("cannot read the {what} {} (build it with `cargo xtask run`)", path.display()))
+}
+
+impl Plan {
+    /// `serve`: the one function component on every path, the models at /models.
+    pub fn serve(args: &ServeArgs) -> anyhow::Result<Self> {
+        let models = args.models.canonicalize().with_context(|| format!("cannot open {}", args.models.display()))?;
+        Ok(Self {
+            components: vec![PlannedComponent {
+                route: "/...".to_owned(),
+                label: args.component.display().to_string(),
+                wasm: read(&args.component, "component")?,
+                mounts: vec![(models.clone(), GUEST_MODELS_DIR.to_owned())],
+                env: vec![("YOLO_EDGE_DEFAULT_MODEL".to_owned(), args.default_model.clone())],
+            }],
+            host_nn: args.wasi_nn == WasiNn::Host,
+            models: Some(models),
+            required_model: (args.wasi_nn == WasiNn::Host).then(|| args.default_model.clone()),
+        })
+    }
+
+    /// `up`: a Spin manifest's HTTP triggers. With `--nn-provider component`, each
+    /// component is composed with its declared `wasi:nn` dependency.
+    pub fn up(args: &UpArgs) -> anyhow::Result<Self> {
+        let manifest = Manifest::load(&args.manifest)?;
+        let base = args.manifest.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        let base = base.canonicalize().with_context(|| format!("cannot open {}", base.display()))?;
+        let mut components = Vec::new();
+        let mut models = args.models.clone();
+        for route in manifest.routes() {
+            let c = manifest.resolve(&route.component, &base)?;
+            let mut wasm = read(&c.source, "component")?;
+            if args.nn_provider == NnProvider::Component {
+                for (import, provider) in &c.dependencies {
+                    tracing::info!(component = %c.id, %import, provider = %provider.display(), "composing with the declared provider");
+                    wasm = crate::compose::plug(&wasm, &read(provider, "dependency")?)
+                        .with_context(|| format!("component {:?}: cannot compose {import:?}", c.id))?;
+                }
+            }
+            if models.is_none() {
+                models = c.mounts.iter().find(|(_, guest)| guest == GUEST_MODELS_DIR).map(|(host, _)| host.clone());
+            }
+            for (host, _) in &c.mounts {
+                anyhow::ensure!(
+                    host.is_dir(),
+                    "component {:?}: the mounted directory {} does not exist",
+                    c.id,
+                    host.display()
+                );
+            }
+            if !c.variables.is_empty() {
+                tracing::warn!(component = %c.id, "component variables are resolved but yolo-edge up does not provide the Spin variables interface");
+            }
+            components.push(PlannedComponent {
+                route: route.route.clone(),
+                label: format!("{} ({})", c.id, c.source.display()),
+                wasm,
+                mounts: c.mounts,
+                env: c.environment,
+            });
+        }
+        anyhow::ensure!(!components.is_empty(), "{} has no HTTP route to serve", args.manifest.display());
+        Ok(Self { components, host_nn: args.nn_provider == NnProvider::Native, models, required_model: None })
+    }
+}
+
+impl RuntimeArgs {
+    /// The configured limits with this command line's overrides applied.
+    pub fn limits(&self, config: &Config) -> (Limits, TenantLimits) {
+        let mut l = config.limits;
+        let mut t = config.tenant_limits;
+        macro_rules! over {
+            ($target:expr, $flag:expr) => {
+                if let Some(v) = $flag {
+                    $target = v;
+                }
+            };
+        }
+        over!(l.max_body_bytes, self.max_body_bytes);
+        over!(l.max_pixels, self.max_pixels);
+        over!(l.max_memory_mib, self.max_memory_mib);
+        over!(l.fuel_per_invocation, self.fuel_per_invocation);
+        over!(l.timeout_ms, self.timeout_ms);
+        over!(l.inference_timeout_ms, self.inference_timeout_ms);
+        over!(l.max_instances, self.max_instances);
+        over!(l.queue_size, self.queue_size);
+        over!(l.queue_timeout_ms, self.queue_timeout_ms);
+        over!(t.requests_per_second, self.tenant_rps);
+        over!(t.burst, self.tenant_burst);
+        over!(t.max_concurrent, self.tenant_max_concurrent);
+        (l, t)
+    }
+}
+
+/// The graphs the host's wasi-nn serves (none without host wasi-nn).
+fn registry(plan: &Plan, args: &RuntimeArgs) -> anyhow::Result<GraphRegistry> {
+    let mut onnx = OnnxOptions::default();
+    if let Some(n) = args.nn_sessions {
+        onnx.sessions = n.max(1);
+    }
+    onnx.threads = args.nn_threads.max(1);
+    if !plan.host_nn {
+        return Ok(GraphRegistry::new(onnx));
+    }
+    let ort = init_runtime(args.onnxruntime.as_deref())?;
+    tracing::info!(library = %ort.display(), "ONNX Runtime opened");
+    let Some(dir) = &plan.models else {
+        tracing::warn!("no models directory: wasi-nn load-by-name will find nothing");
+        return Ok(GraphRegistry::new(onnx));
+    };
+    let registry = GraphRegistry::load_dir(dir, onnx)?;
+    if registry.names().is_empty() {
+        anyhow::bail!(
+            "no model found in {} (each model is a directory with metadata.json and model.onnx); run `cargo xtask run` to set up the default model",
+            dir.display()
+        );
+    }
+    if let Some(required) = &plan.required_model
+        && !registry.names().contains(required)
+    {
+        anyhow::bail!(
+            "the default model {required:?} is not in {} (found: {})",
+            dir.display(),
+            registry.names().join(", ")
+        );
+    }
+    Ok(registry)
+}
+
+/// Build everything a plan needs and serve it on `listen` until SIGINT / SIGTERM.
+pub async fn launch(
+    plan: Plan,
+    args: &RuntimeArgs,
+    listen: SocketAddr,
+    data_dir: &Path,
+    config: Config,
+    config_path: Option<PathBuf>,
+) -> anyhow::Result<()> {
+    let db = Arc::new(Db::open(data_dir)?);
+    tracing::info!(
+        database = %db.path().display(),
+        config = %config_path.as_deref().map_or("(built-in defaults)".to_owned(), |p| p.display().to_string()),
+        per_call = config.pricing.per_call,
+        "state and prices"
+    );
+    let registry = Arc::new(registry(&plan, args)?);
+
+    let (limits, tenant_limits) = args.limits(&config);
+    let max_memory_bytes = limits.max_memory_mib << 20;
+    // Slots for the billed invocations plus a few for /healthz probes.
+    let pool = limits.max_instances.saturating_add(4);
+    let engine = build_engine(&EngineOptions { max_instances: pool, max_memory_bytes, fuel: !args.no_fuel })?;
+    let cache_dir = if args.no_cache { None } else { args.cache_dir.clone().or_else(default_cache_dir) };
+    let linker = build_linker(&engine, plan.host_nn)?;
+    let mut routes = Vec::new();
+    for c in plan.components {
+        let loaded = load_component_bytes(&engine, &c.wasm, cache_dir.as_deref())?;
+        tracing::info!(component = %c.label, route = %c.route, cached = loaded.cached, ms = loaded.took.as_millis() as u64, "component ready");
+        let mut env = c.env;
+        for (name, value) in [
+            ("YOLO_EDGE_MAX_BODY_BYTES", limits.max_body_bytes.to_string()),
+            ("YOLO_EDGE_MAX_PIXELS", limits.max_pixels.to_string()),
+        ] {
+            if !env.iter().any(|(k, _)| k == name) {
+                env.push((name.to_owned(), value));
+            }
+        }
+        let options = InvokerOptions {
+            mounts: c.mounts,
+            env,
+            fuel_budget: limits.fuel_per_invocation,
+            fuel: !args.no_fuel,
+            max_memory_bytes,
+            timeout: Duration::from_millis(limits.timeout_ms),
+            inference_timeout: Duration::from_millis(limits.inference_timeout_ms),
+        };
+        let invoker = Invoker::new(&linker, &loaded.component, registry.clone(), options)
+            .with_context(|| format!("cannot prepare {}", c.label))?;
+        routes.push((c.route, invoker));
+    }
+    let audit_target = args
+        .audit
+        .clone()
+        .or_else(|| config.audit.path.clone())
+        .unwrap_or_else(|| data_dir.join("audit.jsonl").display().to_string());
+    let audit = AuditLog::open(&audit_target)?;
+    tracing::info!(?limits, ?tenant_limits, audit = %audit_target, "limits");
+    let app = Arc::new(App {
+        routes: Routes::new(routes),
+        max_body_bytes: limits.max_body_bytes,
+        db,
+        config,
+        idempotency: Idempotency::default(),
+        slots: Slots::new(
+            limits.max_instances as usize,
+            limits.queue_size,
+            Duration::from_millis(limits.queue_timeout_ms),
+        ),
+        tenants: TenantGate::new(tenant_limits),
+        metrics: Metrics::new()?,
+        audit,
+    });
+
+    let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("cannot listen on {listen}"))?;
+    let addr = listener.local_addr()?;
+    tracing::info!(%addr, "listening");
+    // The one line on stdout: scripts and tests read the address from it.
+    println!("yolo-edge listening on http://{addr}");
+    serve(listener, app, shutdown_signal(args.exit_on_stdin_eof), Duration::from_secs(args.drain_seconds)).await
+}
