@@ -25,7 +25,9 @@ use crate::ledger::{Entry, Outcome as Recorded, StoredAnswer};
 use crate::limits::{Refusal, Slot, TenantTicket};
 use crate::metering::{Usage, headers};
 use crate::pricing::Charge;
-use crate::server::{App, Reply, declared_too_large, discard_body, function_reply, json_error, read_body, set_header};
+use crate::server::{
+    App, Reply, declared_too_large, discard_body, function_reply, json_error, no_route, read_body, set_header,
+};
 use crate::tenants::{AuthError, Caller};
 
 /// The JSON answer for a refused key.
@@ -92,6 +94,10 @@ pub async fn handle(app: Arc<App>, req: Request<Incoming>, peer: SocketAddr) -> 
         }
     };
     let tenant = caller.tenant.clone();
+    if app.routes.find(parts.uri.path()).is_none() {
+        discard_body(body, app.max_body_bytes).await;
+        return refused(no_route(parts.uri.path()), Some(&tenant), "no_route");
+    }
     if let Some(too_large) = declared_too_large(&parts, app.max_body_bytes) {
         return refused(too_large, Some(&tenant), "payload_too_large");
     }
@@ -236,7 +242,8 @@ async fn execute(
     let id = Uuid::now_v7();
     let ts_us = now_us();
     let route = route_of(&parts);
-    let invocation = app.invoker.invoke(Request::from_parts(parts, Full::new(body))).await;
+    let Some(invoker) = app.routes.find(parts.uri.path()) else { return no_route(parts.uri.path()) };
+    let invocation = invoker.invoke(Request::from_parts(parts, Full::new(body))).await;
     let usage = invocation.usage;
     let tokens = app.config.pricing.tokens(&usage, Charge::Executed);
     let mut reply = function_reply(&invocation.outcome);
@@ -387,6 +394,7 @@ fn metering_headers(reply: &mut Reply, id: &Uuid, usage: &Usage, tokens: u64, ba
     set_header(reply, headers::NN_US, usage.inference.as_micros().to_string());
     set_header(reply, headers::MEMORY_BYTES, usage.peak_memory.to_string());
     set_header(reply, headers::PIXELS, usage.pixels.to_string());
+    set_header(reply, headers::INSTANTIATE_US, usage.instantiation.as_micros().to_string());
     set_header(reply, headers::TOKENS, tokens.to_string());
     set_header(reply, headers::BALANCE, balance.to_string());
 }

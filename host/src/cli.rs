@@ -1,25 +1,16 @@
 //! The `yolo-edge` command line (clap): `serve`.
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand, ValueEnum};
 use tokio::io::AsyncReadExt as _;
 
-use crate::audit::AuditLog;
-use crate::config::{Config, Limits, TenantLimits};
+use crate::config::Config;
 use crate::db::{Db, default_data_dir};
-use crate::engine::{EngineOptions, build_engine, build_linker, default_cache_dir, load_component};
-use crate::idempotency::Idempotency;
-use crate::invoke::{Invoker, InvokerOptions};
-use crate::limits::{Slots, TenantGate};
-use crate::metrics::Metrics;
-use crate::nn::onnx::{OnnxOptions, init_runtime};
-use crate::nn::registry::GraphRegistry;
-use crate::server::{App, serve};
+use crate::launch::{Plan, launch};
 use crate::usage::{Period, cloudevent, rfc3339};
 
 /// Serverless YOLO object detection: a WebAssembly function behind HTTP, metered per call.
@@ -55,6 +46,10 @@ pub enum LogFormat {
 pub enum Command {
     /// Serve the detection function over HTTP.
     Serve(Box<ServeArgs>),
+    /// Serve a Spin manifest's HTTP triggers (like `spin up`), with native wasi-nn.
+    Up(Box<UpArgs>),
+    /// Compose the function with a wasi-nn provider into one component (as `wac plug`).
+    Compose(ComposeArgs),
     /// Manage API keys (and create tenants).
     #[command(subcommand)]
     Keys(KeysCommand),
@@ -147,6 +142,24 @@ pub enum LedgerCommand {
     Verify,
 }
 
+/// Where wasi-nn comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum WasiNn {
+    /// The host's own, on ONNX Runtime.
+    Host,
+    /// None: the component brings it (composed with a provider).
+    None,
+}
+
+/// How `up` satisfies a component's `wasi:nn` import.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum NnProvider {
+    /// Natively, with the host's wasi-nn on ONNX Runtime (the declared dependency is not used).
+    Native,
+    /// With the dependency the manifest declares (composed with the component at start).
+    Component,
+}
+
 /// `yolo-edge serve`.
 #[derive(Debug, clap::Args)]
 pub struct ServeArgs {
@@ -156,12 +169,58 @@ pub struct ServeArgs {
     /// The function component (.wasm).
     #[arg(long, default_value = "target/wasm32-wasip2/wasm/yolo_edge_function.wasm")]
     pub component: PathBuf,
-    /// Directory of model directories (each with model.onnx, metadata.json, labels.txt).
+    /// Directory of model directories (each with model.onnx, metadata.json, labels.txt),
+    /// mounted read-only at /models.
     #[arg(long, default_value = "models")]
     pub models: PathBuf,
     /// The model used when a request names none.
     #[arg(long, default_value = "yolov3-tiny")]
     pub default_model: String,
+    /// Where wasi-nn comes from: the host, or none (a component composed with a provider).
+    #[arg(long, value_enum, default_value_t = WasiNn::Host)]
+    pub wasi_nn: WasiNn,
+    /// Runtime settings.
+    #[command(flatten)]
+    pub runtime: RuntimeArgs,
+}
+
+/// `yolo-edge up`.
+#[derive(Debug, clap::Args)]
+pub struct UpArgs {
+    /// The Spin manifest.
+    #[arg(default_value = "spin.toml")]
+    pub manifest: PathBuf,
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:3000")]
+    pub listen: SocketAddr,
+    /// How a component's `wasi:nn` import is satisfied.
+    #[arg(long, value_enum, default_value_t = NnProvider::Native)]
+    pub nn_provider: NnProvider,
+    /// Models for the native wasi-nn; default: the directory mounted at /models.
+    #[arg(long)]
+    pub models: Option<PathBuf>,
+    /// Runtime settings.
+    #[command(flatten)]
+    pub runtime: RuntimeArgs,
+}
+
+/// `yolo-edge compose`.
+#[derive(Debug, clap::Args)]
+pub struct ComposeArgs {
+    /// The component whose `wasi:nn` imports are to be satisfied.
+    #[arg(long, default_value = "target/wasm32-wasip2/wasm/yolo_edge_function.wasm")]
+    pub function: PathBuf,
+    /// The component that exports `wasi:nn`.
+    #[arg(long, default_value = "target/wasm32-wasip2/wasm/yolo_edge_nn_provider.wasm")]
+    pub provider: PathBuf,
+    /// Where to write the composed component.
+    #[arg(long, short)]
+    pub output: PathBuf,
+}
+
+/// Settings shared by `serve` and `up`.
+#[derive(Debug, clap::Args)]
+pub struct RuntimeArgs {
     /// ONNX Runtime's shared library (file or directory); default: next to this binary,
     /// then the repository's `.cache/onnxruntime/lib/`.
     #[arg(long)]
@@ -238,10 +297,38 @@ pub fn main() -> anyhow::Result<()> {
     let (config, config_path) = Config::load(cli.config.as_deref())?;
     match cli.command {
         Command::Serve(args) => {
-            let served = runtime.block_on(run_serve(*args, &data_dir, config, config_path));
+            let served = runtime.block_on(async {
+                let plan = Plan::serve(&args)?;
+                launch(plan, &args.runtime, args.listen, &data_dir, config, config_path).await
+            });
             // Do not wait for blocking reads that never end (standard input) on the way out.
             runtime.shutdown_timeout(Duration::from_secs(1));
             served
+        }
+        Command::Up(args) => {
+            let served = runtime.block_on(async {
+                let plan = Plan::up(&args)?;
+                launch(plan, &args.runtime, args.listen, &data_dir, config, config_path).await
+            });
+            runtime.shutdown_timeout(Duration::from_secs(1));
+            served
+        }
+        Command::Compose(args) => {
+            let function =
+                std::fs::read(&args.function).with_context(|| format!("cannot read {}", args.function.display()))?;
+            let provider =
+                std::fs::read(&args.provider).with_context(|| format!("cannot read {}", args.provider.display()))?;
+            let composed = crate::compose::plug(&function, &provider)?;
+            std::fs::write(&args.output, &composed)
+                .with_context(|| format!("cannot write {}", args.output.display()))?;
+            println!(
+                "wrote {} ({} bytes): {} with wasi:nn from {}",
+                args.output.display(),
+                composed.len(),
+                args.function.display(),
+                args.provider.display()
+            );
+            Ok(())
         }
         Command::Keys(cmd) => keys(&Db::open(&data_dir)?, cmd),
         Command::Credit(CreditCommand::Add { tenant, tokens, note }) => {
@@ -323,142 +410,8 @@ fn init_logging(format: LogFormat) {
     }
 }
 
-impl ServeArgs {
-    /// The configured limits with this command line's overrides applied.
-    pub fn limits(&self, config: &Config) -> (Limits, TenantLimits) {
-        let mut l = config.limits;
-        let mut t = config.tenant_limits;
-        macro_rules! over {
-            ($target:expr, $flag:expr) => {
-                if let Some(v) = $flag {
-                    $target = v;
-                }
-            };
-        }
-        over!(l.max_body_bytes, self.max_body_bytes);
-        over!(l.max_pixels, self.max_pixels);
-        over!(l.max_memory_mib, self.max_memory_mib);
-        over!(l.fuel_per_invocation, self.fuel_per_invocation);
-        over!(l.timeout_ms, self.timeout_ms);
-        over!(l.inference_timeout_ms, self.inference_timeout_ms);
-        over!(l.max_instances, self.max_instances);
-        over!(l.queue_size, self.queue_size);
-        over!(l.queue_timeout_ms, self.queue_timeout_ms);
-        over!(t.requests_per_second, self.tenant_rps);
-        over!(t.burst, self.tenant_burst);
-        over!(t.max_concurrent, self.tenant_max_concurrent);
-        (l, t)
-    }
-}
-
-/// Build everything `serve` needs and serve until SIGINT / SIGTERM.
-pub async fn run_serve(
-    args: ServeArgs,
-    data_dir: &Path,
-    config: Config,
-    config_path: Option<PathBuf>,
-) -> anyhow::Result<()> {
-    let db = Arc::new(Db::open(data_dir)?);
-    tracing::info!(
-        database = %db.path().display(),
-        config = %config_path.as_deref().map_or("(built-in defaults)".to_owned(), |p| p.display().to_string()),
-        per_call = config.pricing.per_call,
-        "state and prices"
-    );
-    let ort = init_runtime(args.onnxruntime.as_deref())?;
-    tracing::info!(library = %ort.display(), "ONNX Runtime opened");
-
-    let mut onnx = OnnxOptions::default();
-    if let Some(n) = args.nn_sessions {
-        onnx.sessions = n.max(1);
-    }
-    onnx.threads = args.nn_threads.max(1);
-    let registry = Arc::new(GraphRegistry::load_dir(&args.models, onnx)?);
-    if registry.names().is_empty() {
-        anyhow::bail!(
-            "no model found in {} (each model is a directory with metadata.json and model.onnx); run `cargo xtask run` to set up the default model",
-            args.models.display()
-        );
-    }
-    if !registry.names().contains(&args.default_model) {
-        anyhow::bail!(
-            "the default model {:?} is not in {} (found: {})",
-            args.default_model,
-            args.models.display(),
-            registry.names().join(", ")
-        );
-    }
-
-    let (limits, tenant_limits) = args.limits(&config);
-    let max_memory_bytes = limits.max_memory_mib << 20;
-    // Slots for the billed invocations plus a few for /healthz probes.
-    let pool = limits.max_instances.saturating_add(4);
-    let engine_options = EngineOptions { max_instances: pool, max_memory_bytes, fuel: !args.no_fuel };
-    let engine = build_engine(&engine_options)?;
-    let cache_dir = if args.no_cache { None } else { args.cache_dir.clone().or_else(default_cache_dir) };
-    let loaded = load_component(&engine, &args.component, cache_dir.as_deref())?;
-    tracing::info!(
-        component = %args.component.display(),
-        cached = loaded.cached,
-        ms = loaded.took.as_millis() as u64,
-        "component ready"
-    );
-    let linker = build_linker(&engine)?;
-    let models_dir = args.models.canonicalize().with_context(|| format!("cannot open {}", args.models.display()))?;
-    let env = vec![
-        ("YOLO_EDGE_DEFAULT_MODEL".to_owned(), args.default_model.clone()),
-        ("YOLO_EDGE_MAX_BODY_BYTES".to_owned(), limits.max_body_bytes.to_string()),
-        ("YOLO_EDGE_MAX_PIXELS".to_owned(), limits.max_pixels.to_string()),
-    ];
-    let invoker = Invoker::new(
-        &linker,
-        &loaded.component,
-        registry,
-        InvokerOptions {
-            models_dir,
-            env,
-            fuel_budget: limits.fuel_per_invocation,
-            fuel: !args.no_fuel,
-            max_memory_bytes,
-            timeout: Duration::from_millis(limits.timeout_ms),
-            inference_timeout: Duration::from_millis(limits.inference_timeout_ms),
-        },
-    )?;
-    let audit_target = args
-        .audit
-        .clone()
-        .or_else(|| config.audit.path.clone())
-        .unwrap_or_else(|| data_dir.join("audit.jsonl").display().to_string());
-    let audit = AuditLog::open(&audit_target)?;
-    tracing::info!(?limits, ?tenant_limits, audit = %audit_target, "limits");
-    let app = Arc::new(App {
-        invoker,
-        max_body_bytes: limits.max_body_bytes,
-        db,
-        config,
-        idempotency: Idempotency::default(),
-        slots: Slots::new(
-            limits.max_instances as usize,
-            limits.queue_size,
-            Duration::from_millis(limits.queue_timeout_ms),
-        ),
-        tenants: TenantGate::new(tenant_limits),
-        metrics: Metrics::new()?,
-        audit,
-    });
-
-    let listener = tokio::net::TcpListener::bind(args.listen)
-        .await
-        .with_context(|| format!("cannot listen on {}", args.listen))?;
-    let addr = listener.local_addr()?;
-    tracing::info!(%addr, "listening");
-    // The one line on stdout: scripts and tests read the address from it.
-    println!("yolo-edge listening on http://{addr}");
-    serve(listener, app, shutdown_signal(args.exit_on_stdin_eof), Duration::from_secs(args.drain_seconds)).await
-}
-
 /// Resolves on SIGINT, SIGTERM, or (when asked) end of standard input.
-async fn shutdown_signal(on_stdin_eof: bool) {
+pub(crate) async fn shutdown_signal(on_stdin_eof: bool) {
     let ctrl_c = async {
         if tokio::signal::ctrl_c().await.is_err() {
             std::future::pending::<()>().await;

@@ -65,12 +65,15 @@ pub fn build_engine(options: &EngineOptions) -> anyhow::Result<Engine> {
 /// How often the epoch advances: the granularity of invocation deadlines.
 pub const EPOCH_TICK: Duration = Duration::from_millis(10);
 
-/// A linker with WASI 0.2, wasi-http 0.2 and our wasi-nn.
-pub fn build_linker(engine: &Engine) -> anyhow::Result<Linker<InvocationState>> {
+/// A linker with WASI 0.2, wasi-http 0.2 and (when `with_nn`) our wasi-nn. Without it, a
+/// component must bring its own wasi-nn (composed with a provider), as on stock Spin.
+pub fn build_linker(engine: &Engine, with_nn: bool) -> anyhow::Result<Linker<InvocationState>> {
     let mut linker = Linker::new(engine);
     wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
     wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
-    crate::nn::add_to_linker(&mut linker, InvocationState::nn)?;
+    if with_nn {
+        crate::nn::add_to_linker(&mut linker, InvocationState::nn)?;
+    }
     Ok(linker)
 }
 
@@ -93,20 +96,25 @@ pub fn default_cache_dir() -> Option<PathBuf> {
         .map(|d| d.join("yolo-edge"))
 }
 
-/// Load a component, reusing compiled code from `cache_dir` when the same bytes were
-/// compiled before by a compatible engine.
+/// Load a component file; see [`load_component_bytes`].
 pub fn load_component(engine: &Engine, path: &Path, cache_dir: Option<&Path>) -> anyhow::Result<LoadedComponent> {
-    let started = Instant::now();
     let wasm = std::fs::read(path).with_context(|| {
         format!("cannot read the component {} (build it with `cargo xtask run`, or pass --component)", path.display())
     })?;
+    load_component_bytes(engine, &wasm, cache_dir)
+}
+
+/// Load a component, reusing compiled code from `cache_dir` when the same bytes were
+/// compiled before by a compatible engine.
+pub fn load_component_bytes(engine: &Engine, wasm: &[u8], cache_dir: Option<&Path>) -> anyhow::Result<LoadedComponent> {
+    let started = Instant::now();
     let Some(dir) = cache_dir else {
-        let component = Component::new(engine, &wasm).map_err(compile_error)?;
+        let component = Component::new(engine, wasm).map_err(compile_error)?;
         return Ok(LoadedComponent { component, cached: false, took: started.elapsed() });
     };
     let mut engine_hash = DefaultHasher::new();
     engine.precompile_compatibility_hash().hash(&mut engine_hash);
-    let key = format!("{:x}-{:016x}.cwasm", Sha256::digest(&wasm), engine_hash.finish());
+    let key = format!("{:x}-{:016x}.cwasm", Sha256::digest(wasm), engine_hash.finish());
     let cached_path = dir.join(key);
     if cached_path.is_file() {
         match deserialize(engine, &cached_path) {
@@ -118,7 +126,7 @@ pub fn load_component(engine: &Engine, path: &Path, cache_dir: Option<&Path>) ->
             }
         }
     }
-    let compiled = engine.precompile_component(&wasm).map_err(compile_error)?;
+    let compiled = engine.precompile_component(wasm).map_err(compile_error)?;
     let component = deserialize_bytes(engine, &compiled)?;
     if let Err(e) = write_atomically(dir, &cached_path, &compiled) {
         tracing::warn!(dir = %dir.display(), error = %e, "cannot write the compiled-code cache");

@@ -25,8 +25,8 @@ pub const GUEST_PIXELS_HEADER: &str = "x-yolo-edge-pixels";
 /// Settings of every invocation.
 #[derive(Debug, Clone)]
 pub struct InvokerOptions {
-    /// Host directory pre-opened read-only at `/models`.
-    pub models_dir: PathBuf,
+    /// `(host directory, guest path)` pre-opened read-only in every instance.
+    pub mounts: Vec<(PathBuf, String)>,
     /// The guest's environment.
     pub env: Vec<(String, String)>,
     /// Fuel available to one invocation.
@@ -127,13 +127,8 @@ impl Invoker {
 
     async fn run(&self, request: http::Request<Full<Bytes>>, started: Instant) -> anyhow::Result<Invocation> {
         let o = &self.options;
-        let state = InvocationState::new(
-            &o.models_dir,
-            &o.env,
-            self.registry.clone(),
-            o.max_memory_bytes,
-            o.inference_timeout,
-        )?;
+        let state =
+            InvocationState::new(&o.mounts, &o.env, self.registry.clone(), o.max_memory_bytes, o.inference_timeout)?;
         let mut store = Store::new(self.pre.engine(), state);
         store.limiter(|s| &mut s.memory);
         if o.fuel {
@@ -153,7 +148,9 @@ impl Invoker {
         let pre = self.pre.clone();
         let mut guest = tokio::spawn(async move {
             let result = async {
+                let instantiating = Instant::now();
                 let proxy = pre.instantiate_async(&mut store).await?;
+                store.data_mut().instantiation = instantiating.elapsed();
                 proxy.wasi_http_incoming_handler().call_handle(&mut store, req, out).await
             }
             .await;
@@ -202,6 +199,7 @@ impl Invoker {
             computes: nn.computes,
             peak_memory: store.data().memory.peak() as u64,
             pixels: 0,
+            instantiation: store.data().instantiation,
         }
     }
 

@@ -34,8 +34,8 @@ pub const DEFAULT_MAX_BODY_BYTES: usize = 20 << 20;
 
 /// Everything a request needs, shared by all connections.
 pub struct App {
-    /// Runs the function.
-    pub invoker: Invoker,
+    /// The components, by route.
+    pub routes: Routes,
     /// Largest accepted request body, bytes.
     pub max_body_bytes: usize,
     /// Tenants, keys, ledger.
@@ -52,6 +52,36 @@ pub struct App {
     pub metrics: Metrics,
     /// The audit log.
     pub audit: AuditLog,
+}
+
+/// Components by HTTP route (Spin route syntax), most specific first.
+pub struct Routes(Vec<(String, Invoker)>);
+
+impl Routes {
+    /// Routes in the order given (put exact paths before prefixes, longer prefixes first).
+    pub fn new(entries: Vec<(String, Invoker)>) -> Self {
+        Self(entries)
+    }
+
+    /// One component for every path (`/...`), as `serve` has.
+    pub fn single(invoker: Invoker) -> Self {
+        Self(vec![("/...".to_owned(), invoker)])
+    }
+
+    /// The component serving `path`.
+    pub fn find(&self, path: &str) -> Option<&Invoker> {
+        self.0.iter().find(|(route, _)| crate::manifest::route_matches(route, path)).map(|(_, i)| i)
+    }
+
+    /// Every invoker.
+    pub fn invokers(&self) -> impl Iterator<Item = &Invoker> {
+        self.0.iter().map(|(_, i)| i)
+    }
+}
+
+/// The answer when no component serves a path.
+pub fn no_route(path: &str) -> Reply {
+    json_error(&ApiError::new(ErrorCode::NotFound, format!("no component serves {path:?}")))
 }
 
 /// The response type of every route.
@@ -245,6 +275,7 @@ async fn unbilled(app: &App, req: Request<Incoming>) -> Reply {
             return r;
         }
     };
-    let invocation = app.invoker.invoke(Request::from_parts(parts, Full::new(body))).await;
+    let Some(invoker) = app.routes.find(parts.uri.path()) else { return no_route(parts.uri.path()) };
+    let invocation = invoker.invoke(Request::from_parts(parts, Full::new(body))).await;
     function_reply(&invocation.outcome)
 }

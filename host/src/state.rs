@@ -1,6 +1,6 @@
 //! The data of one store (one invocation): WASI, wasi-http, wasi-nn, and the memory meter.
 
-use std::path::Path;
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use wasmtime::component::ResourceTable;
@@ -75,13 +75,16 @@ pub struct InvocationState {
     nn: NnCtx,
     /// The store's memory meter (also its `ResourceLimiter`).
     pub memory: MemoryMeter,
+    /// How long instantiating the component took.
+    pub instantiation: std::time::Duration,
 }
 
 impl InvocationState {
-    /// Fresh state: the models directory pre-opened read-only at [`GUEST_MODELS_DIR`],
-    /// `env` as the guest's environment, stderr inherited (guest panics reach the log).
+    /// Fresh state: each `(host directory, guest path)` of `mounts` pre-opened read-only (the
+    /// models directory at [`GUEST_MODELS_DIR`] for `serve`), `env` as the guest's
+    /// environment, stderr inherited (guest panics reach the log).
     pub fn new(
-        models_dir: &Path,
+        mounts: &[(PathBuf, String)],
         env: &[(String, String)],
         registry: Arc<GraphRegistry>,
         memory_cap: usize,
@@ -90,11 +93,10 @@ impl InvocationState {
         let mut wasi = WasiCtx::builder();
         // A fixed insecure seed: the guest's HashMap keys (its only use) stay the same from
         // one request to the next, so identical requests burn identical fuel.
-        wasi.insecure_random_seed(0x79_6f_6c_6f_2d_65_64_67_65).inherit_stderr().envs(env).preopened_dir(
-            models_dir,
-            GUEST_MODELS_DIR,
-            FsPerms::ReadOnly,
-        )?;
+        wasi.insecure_random_seed(0x79_6f_6c_6f_2d_65_64_67_65).inherit_stderr().envs(env);
+        for (host, guest) in mounts {
+            wasi.preopened_dir(host, guest, FsPerms::ReadOnly)?;
+        }
         Ok(Self {
             table: ResourceTable::new(),
             wasi: wasi.build(),
@@ -102,6 +104,7 @@ impl InvocationState {
             hooks: NoOutgoingHttp,
             nn: NnCtx::new(registry, inference_timeout),
             memory: MemoryMeter::new(memory_cap),
+            instantiation: std::time::Duration::ZERO,
         })
     }
 

@@ -125,21 +125,26 @@ impl Host {
 
     /// Start with a given component and data directory (e.g. to restart on the same state).
     pub fn start_full(component: &Path, models: &Path, data_dir: &Path, extra: &[&str]) -> anyhow::Result<Self> {
+        let component = component.display().to_string();
+        let models = models.display().to_string();
+        let mut args = vec!["serve", "--component", component.as_str(), "--models", models.as_str()];
+        args.extend_from_slice(extra);
+        Self::start_command(&args, data_dir)
+    }
+
+    /// Run `yolo-edge ARGS` (a serving subcommand: `serve ...`, `up ...`) on a free port with
+    /// `data_dir`, and wait until it listens.
+    pub fn start_command(args: &[&str], data_dir: &Path) -> anyhow::Result<Self> {
         let key = create_key(data_dir, "test", 1_000_000_000);
         let bin = host_binary();
         if !bin.is_file() {
             bail!("{} is missing: run the tests with `cargo xtask test`", bin.display());
         }
         let mut child = Command::new(&bin)
-            .arg("serve")
+            .args(args)
             .args(["--listen", "127.0.0.1:0", "--exit-on-stdin-eof", "--log-format", "json"])
-            .arg("--component")
-            .arg(component)
-            .arg("--models")
-            .arg(models)
             .arg("--data-dir")
             .arg(data_dir)
-            .args(extra)
             .current_dir(repo())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())

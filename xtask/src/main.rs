@@ -25,10 +25,12 @@ const USAGE: &str = "usage: cargo xtask <run|test|setup|lint> [-- ARGS]
   test    set up, then run every test (rustfmt check, unit and end-to-end tests);
           `test --heavy` adds a minutes-long load test and a bounded fuzzing run
   setup   only the set-up steps
-  lint    rustfmt --check and clippy -D warnings (native crates and the wasm function)";
+  lint    rustfmt --check and clippy -D warnings (native crates and the wasm function)
+  bench   set up (plus stock `wasmtime serve` as a baseline), measure, write BENCHMARKS.md
+          (`bench -- --quick` for a shorter run)";
 
 /// The crates that only build for wasm32-wasip2.
-const WASM_CRATES: [&str; 2] = ["yolo-edge-function", "yolo-edge-test-guest"];
+const WASM_CRATES: [&str; 3] = ["yolo-edge-function", "yolo-edge-nn-provider", "yolo-edge-test-guest"];
 
 fn main() {
     if let Err(e) = run() {
@@ -60,6 +62,10 @@ fn run() -> anyhow::Result<()> {
             Ok(())
         }
         "lint" => repo.lint(),
+        "bench" => {
+            repo.setup()?;
+            repo.bench(&rest)
+        }
         "" | "help" | "-h" | "--help" => {
             println!("{USAGE}");
             Ok(())
@@ -220,7 +226,7 @@ impl Repo {
     }
 
     fn build(&self) -> anyhow::Result<()> {
-        step("build the function and the test guest (wasm32-wasip2)");
+        step("build the function, the wasi-nn provider and the test guest (wasm32-wasip2)");
         run_cmd(
             cargo()
                 .args(["build", "--profile", "wasm", "--target", "wasm32-wasip2"])
@@ -299,6 +305,27 @@ impl Repo {
         )
     }
 
+    /// `cargo xtask bench`: build the stock baseline if needed, then run the benchmark.
+    fn bench(&self, extra: &[String]) -> anyhow::Result<()> {
+        step("stock `wasmtime serve` 48.0.8 with wasi-nn's ONNX backend (baseline; the first build takes ~15 minutes)");
+        run_cmd(
+            cargo()
+                .args(["build", "--release", "--target-dir"])
+                .arg(self.path("target/stock-wasmtime"))
+                .env("ORT_LIB_LOCATION", self.path(".cache/onnxruntime"))
+                .current_dir(self.path("bench/stock-wasmtime")),
+        )?;
+        step("benchmark (writes BENCHMARKS.md and BENCHMARKS.json)");
+        run_cmd(
+            cargo()
+                .args(["run", "--release", "-p", "yolo-edge-bench", "--"])
+                .args(extra)
+                .env("YOLO_EDGE_BIN", self.host_binary())
+                .env("YOLO_EDGE_COMPONENT", self.component())
+                .current_dir(&self.root),
+        )
+    }
+
     /// The heavy suite: the long load test and a bounded fuzzing run.
     fn heavy(&self) -> anyhow::Result<()> {
         step("heavy: long load test (YOLO_EDGE_LOAD_SECONDS, default 180)");
@@ -348,6 +375,8 @@ impl Repo {
                 .args(["--", "-D", "warnings"])
                 .current_dir(&self.root),
         )?;
+        step("the `cuda` feature compiles");
+        run_cmd(cargo().args(["check", "-p", "yolo-edge", "--features", "cuda"]).current_dir(&self.root))?;
         step("clippy (the wasm32-wasip2 components)");
         run_cmd(
             cargo()

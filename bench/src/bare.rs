@@ -1,0 +1,87 @@
+//! The bare pipeline: the same decode, letterbox, inference and NMS as the function, as
+//! native Rust calling ONNX Runtime in-process (the host's own ONNX backend). The limit
+//! yolo-edge measures itself against.
+
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use yolo_core::decode::{DecodeLimits, decode_rgb};
+use yolo_core::letterbox::{f32_from_le_bytes, letterbox_le_bytes};
+use yolo_core::model::{Labels, ModelMetadata};
+use yolo_core::options::DetectOptions;
+use yolo_core::postprocess::detections;
+use yolo_core::response::Detection;
+use yolo_edge::nn::backend::{Cancel, Graph, Tensor};
+use yolo_edge::nn::onnx::{OnnxGraph, OnnxOptions};
+use yolo_edge::nn::{ExecutionTarget, TensorType};
+
+/// A loaded model ready to run the whole pipeline natively.
+pub struct Bare {
+    graph: OnnxGraph,
+    meta: ModelMetadata,
+    labels: Labels,
+}
+
+/// One run: the answer and the time spent inside inference.
+pub struct Run {
+    /// Detections.
+    pub detections: Vec<Detection>,
+    /// Inference time.
+    pub inference: Duration,
+}
+
+impl Bare {
+    /// Load `dir` with `sessions` single-threaded ONNX Runtime sessions.
+    pub fn load(dir: &Path, sessions: usize) -> anyhow::Result<Self> {
+        let meta = ModelMetadata::parse(&std::fs::read(dir.join("metadata.json"))?).map_err(anyhow::Error::msg)?;
+        let labels = Labels::parse(&std::fs::read_to_string(dir.join(&meta.labels))?, meta.output.classes)
+            .map_err(anyhow::Error::msg)?;
+        let graph =
+            OnnxGraph::from_file(&dir.join("model.onnx"), ExecutionTarget::Cpu, OnnxOptions { sessions, threads: 1 })
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+        Ok(Self { graph, meta, labels })
+    }
+
+    /// Decode, letterbox, infer, post-process.
+    pub fn run(&self, image: &[u8]) -> anyhow::Result<Run> {
+        let img = decode_rgb(image, DecodeLimits::default()).map_err(anyhow::Error::msg)?;
+        let m = &self.meta;
+        let (data, geometry) = letterbox_le_bytes(&img, m.input.width, m.input.height, m.letterbox.color);
+        let input = Tensor { dims: vec![1, 3, m.input.height, m.input.width], ty: TensorType::Fp32, data };
+        let computed = self
+            .graph
+            .compute(vec![(m.input.name.clone(), input)], &Cancel::default())
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        let (_, out) = computed
+            .outputs
+            .into_iter()
+            .find(|(n, _)| *n == m.output.name)
+            .ok_or_else(|| anyhow::anyhow!("no output"))?;
+        let data = f32_from_le_bytes(&out.data);
+        let found = detections(m.output.layout, &data, &out.dims, &self.labels, &geometry, &DetectOptions::default())
+            .map_err(anyhow::Error::msg)?;
+        Ok(Run { detections: found, inference: computed.inference })
+    }
+
+    /// Pipelines per second with `threads` threads for `duration`.
+    pub fn throughput(&self, image: &[u8], threads: usize, duration: Duration) -> f64 {
+        let done = AtomicUsize::new(0);
+        let stop = AtomicBool::new(false);
+        let started = Instant::now();
+        std::thread::scope(|s| {
+            for _ in 0..threads {
+                s.spawn(|| {
+                    while !stop.load(Ordering::Relaxed) {
+                        if self.run(image).is_ok() {
+                            done.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                });
+            }
+            std::thread::sleep(duration);
+            stop.store(true, Ordering::Relaxed);
+        });
+        done.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64()
+    }
+}

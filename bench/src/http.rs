@@ -1,0 +1,98 @@
+//! Driving an HTTP server: latency with one client, throughput with several.
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+/// One target: URL, headers, body.
+#[derive(Clone)]
+pub struct Target {
+    /// Full URL.
+    pub url: String,
+    /// Extra headers.
+    pub headers: Vec<(String, String)>,
+    /// The image.
+    pub body: Vec<u8>,
+    /// Its content type.
+    pub content_type: String,
+}
+
+fn agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(300)))
+        .build()
+        .into()
+}
+
+/// One answer: status, selected numeric headers, body.
+pub struct Answer {
+    /// Status.
+    pub status: u16,
+    /// Client-observed latency, ms.
+    pub ms: f64,
+    /// `x-*` headers that parse as numbers.
+    pub numbers: Vec<(String, f64)>,
+    /// Body.
+    pub body: String,
+}
+
+impl Answer {
+    /// A numeric header.
+    pub fn number(&self, name: &str) -> Option<f64> {
+        self.numbers.iter().find(|(k, _)| k == name).map(|(_, v)| *v)
+    }
+}
+
+/// Send one request.
+pub fn send(agent: &ureq::Agent, t: &Target) -> anyhow::Result<Answer> {
+    let mut req = agent.post(&t.url).header("content-type", &t.content_type);
+    for (k, v) in &t.headers {
+        req = req.header(k, v);
+    }
+    let started = Instant::now();
+    let mut r = req.send(&t.body[..])?;
+    let body = r.body_mut().read_to_string()?;
+    let ms = started.elapsed().as_secs_f64() * 1000.0;
+    let numbers = r
+        .headers()
+        .iter()
+        .filter(|(k, _)| k.as_str().starts_with("x-"))
+        .filter_map(|(k, v)| Some((k.as_str().to_owned(), v.to_str().ok()?.parse().ok()?)))
+        .collect();
+    Ok(Answer { status: r.status().as_u16(), ms, numbers, body })
+}
+
+/// `n` sequential requests after `warmup` unmeasured ones.
+pub fn sequential(t: &Target, warmup: usize, n: usize) -> anyhow::Result<Vec<Answer>> {
+    let agent = agent();
+    for _ in 0..warmup {
+        send(&agent, t)?;
+    }
+    (0..n).map(|_| send(&agent, t)).collect()
+}
+
+/// Requests per second with `clients` concurrent clients for `duration`, and the number
+/// of non-200 answers or transport errors.
+pub fn throughput(t: &Target, clients: usize, duration: Duration) -> (f64, usize) {
+    let ok = AtomicUsize::new(0);
+    let bad = AtomicUsize::new(0);
+    let stop = AtomicBool::new(false);
+    let started = Instant::now();
+    std::thread::scope(|s| {
+        for _ in 0..clients {
+            s.spawn(|| {
+                let agent = agent();
+                while !stop.load(Ordering::Relaxed) {
+                    match send(&agent, t) {
+                        Ok(a) if a.status == 200 => ok.fetch_add(1, Ordering::Relaxed),
+                        _ => bad.fetch_add(1, Ordering::Relaxed),
+                    };
+                }
+            });
+        }
+        std::thread::sleep(duration);
+        stop.store(true, Ordering::Relaxed);
+    });
+    // Requests still in flight at the stop finish after it; count the time they took.
+    (ok.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64(), bad.load(Ordering::Relaxed))
+}

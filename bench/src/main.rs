@@ -1,0 +1,443 @@
+//! `cargo xtask bench`: one run, same machine, same images, same model:
+//!
+//! 1. the bare native pipeline (decode + letterbox + ONNX Runtime + NMS, in-process);
+//! 2. Python (Pillow + `onnxruntime`), in-process and behind a `ThreadingHTTPServer`;
+//! 3. stock `wasmtime serve -S nn` (Wasmtime 48.0.8, ONNX backend) serving the same component;
+//! 4. our host: warm latency, throughput with 1/2/4/8 clients, cold start, instantiation
+//!    time, RSS, and the cost of fuel metering (on vs off, interleaved).
+//!
+//! Writes `BENCHMARKS.md` (tables, ratios against the baselines of the same run) and
+//! `BENCHMARKS.json` (the raw numbers). Not a test: nothing here asserts a timing.
+#![deny(missing_docs)]
+
+mod bare;
+mod http;
+mod stats;
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use serde_json::{Value, json};
+use stats::{Summary, summarize};
+use yolo_edge_tests::{Host, photo, photo_bytes, repo};
+
+/// A benchmark input.
+struct Image {
+    name: &'static str,
+    content_type: &'static str,
+    what: &'static str,
+}
+
+const IMAGES: [Image; 2] = [
+    Image { name: "large.jpg", content_type: "image/jpeg", what: "1280x720 JPEG" },
+    Image { name: "coffee.png", content_type: "image/png", what: "600x400 PNG" },
+];
+
+struct Settings {
+    reps: usize,
+    seconds: Duration,
+    out: PathBuf,
+}
+
+fn settings() -> Settings {
+    let quick = std::env::args().any(|a| a == "--quick");
+    Settings {
+        reps: if quick { 10 } else { 40 },
+        seconds: Duration::from_secs(if quick { 4 } else { 10 }),
+        out: repo(),
+    }
+}
+
+fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+fn cpu_model() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|c| {
+            c.lines().find(|l| l.starts_with("model name")).map(|l| l.split(':').nth(1).unwrap_or("").trim().to_owned())
+        })
+        .unwrap_or_else(|| "unknown CPU".into())
+}
+
+fn rss_mib(pid: u32) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+        })
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+fn median(values: impl IntoIterator<Item = f64>) -> f64 {
+    summarize(&values.into_iter().collect::<Vec<_>>()).p50
+}
+
+fn step(what: &str) {
+    eprintln!("bench: {what}");
+}
+
+fn target(url: String, key: Option<&str>, image: &Image) -> http::Target {
+    http::Target {
+        url,
+        headers: key.map(|k| vec![("authorization".to_owned(), format!("Bearer {k}"))]).unwrap_or_default(),
+        body: photo_bytes(image.name),
+        content_type: image.content_type.to_owned(),
+    }
+}
+
+/// A server process we start and stop (Python, stock Wasmtime).
+struct Server {
+    child: Child,
+    url: String,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+fn wait_for_port(port: u16, within: Duration) -> anyhow::Result<()> {
+    let started = Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        anyhow::ensure!(started.elapsed() < within, "nothing listens on port {port} after {within:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Ok(())
+}
+
+fn python() -> PathBuf {
+    repo().join(".cache/venv/bin/python")
+}
+
+fn model_dir() -> PathBuf {
+    repo().join("models/yolov3-tiny")
+}
+
+fn python_server() -> anyhow::Result<Server> {
+    let mut child = Command::new(python())
+        .arg(repo().join("tools/bench_python.py"))
+        .args(["serve", "--model-dir"])
+        .arg(model_dir())
+        .stdout(Stdio::piped())
+        .spawn()?;
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().context("stdout")?).read_line(&mut line)?;
+    let port: u16 = line.trim().trim_start_matches("listening on ").parse().context("python server port")?;
+    Ok(Server { child, url: format!("http://127.0.0.1:{port}/detect") })
+}
+
+fn stock_binary() -> PathBuf {
+    repo().join("target/stock-wasmtime/release/stock-wasmtime-serve")
+}
+
+fn stock_server() -> anyhow::Result<Server> {
+    let port = free_port()?;
+    let models = repo().join("models");
+    let child = Command::new(stock_binary())
+        .arg("--addr")
+        .arg(format!("127.0.0.1:{port}"))
+        .args(["-S", "cli", "-S", "nn", "-S"])
+        .arg(format!("nn-graph=onnx::{}", model_dir().display()))
+        .arg("--dir")
+        .arg(format!("{}::/models", models.display()))
+        .args(["--env", "YOLO_EDGE_DEFAULT_MODEL=yolov3-tiny"])
+        .arg(yolo_edge_tests::component())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()?;
+    let server = Server { child, url: format!("http://127.0.0.1:{port}/detect") };
+    wait_for_port(port, Duration::from_secs(120))?;
+    Ok(server)
+}
+
+fn latency_json(s: &Summary) -> Value {
+    json!({"n": s.n, "p50_ms": s.p50, "p99_ms": s.p99, "mean_ms": s.mean})
+}
+
+fn main() -> anyhow::Result<()> {
+    let cfg = settings();
+    let mut raw = serde_json::Map::new();
+    let mut md = String::new();
+    let cores = cores();
+    raw.insert("machine".into(), json!({"cores": cores, "cpu": cpu_model()}));
+
+    // 1. The bare native pipeline.
+    step("bare native pipeline");
+    yolo_edge::nn::onnx::init_runtime(None)?;
+    let bare = bare::Bare::load(&model_dir(), 1)?;
+    let mut bare_lat = Vec::new();
+    let mut bare_nn = Vec::new();
+    let mut bare_answers = Vec::new();
+    for image in &IMAGES {
+        let bytes = photo_bytes(image.name);
+        for _ in 0..3 {
+            bare.run(&bytes)?;
+        }
+        let mut total = Vec::new();
+        let mut nn = Vec::new();
+        for _ in 0..cfg.reps {
+            let started = Instant::now();
+            let run = bare.run(&bytes)?;
+            total.push(started.elapsed().as_secs_f64() * 1000.0);
+            nn.push(run.inference.as_secs_f64() * 1000.0);
+        }
+        bare_answers.push(serde_json::to_value(bare.run(&bytes)?.detections)?);
+        bare_lat.push(summarize(&total));
+        bare_nn.push(summarize(&nn));
+    }
+    drop(bare);
+    let bare_pool = bare::Bare::load(&model_dir(), cores)?;
+    let bare_tp = bare_pool.throughput(&photo_bytes(IMAGES[0].name), cores, cfg.seconds);
+    drop(bare_pool);
+    let ideal_tp = cores as f64 / (bare_nn[0].p50 / 1000.0);
+
+    // 2. Our host, fuel metering on (the product) and off (for the metering cost).
+    step("yolo-edge host: warm latency");
+    let host = Host::start(&["--tenant-rps", "0", "--tenant-max-concurrent", "0"])?;
+    let mut host_lat = Vec::new();
+    let mut host_parts = Vec::new();
+    for (i, image) in IMAGES.iter().enumerate() {
+        let t = target(host.url("/detect"), Some(&host.key), image);
+        let answers = http::sequential(&t, 3, cfg.reps)?;
+        anyhow::ensure!(answers.iter().all(|a| a.status == 200), "the host failed: {}", answers[0].body);
+        let got: Value = serde_json::from_str(&answers[0].body)?;
+        if got["detections"] != bare_answers[i] {
+            eprintln!("bench: warning: the host's and the bare pipeline's answers differ on {}", image.name);
+        }
+        host_lat.push(summarize(&answers.iter().map(|a| a.ms).collect::<Vec<_>>()));
+        let med = |h: &str| median(answers.iter().filter_map(|a| a.number(h)));
+        host_parts.push(json!({
+            "wall_us": med("x-wall-us"), "nn_us": med("x-nn-us"), "instantiate_us": med("x-instantiate-us"),
+            "fuel": med("x-fuel"), "memory_bytes": med("x-memory-bytes"),
+        }));
+    }
+    step("yolo-edge host: throughput");
+    let mut host_tp = Vec::new();
+    for clients in [1usize, 2, 4, 8] {
+        let t = target(host.url("/detect"), Some(&host.key), &IMAGES[0]);
+        let (rps, bad) = http::throughput(&t, clients, cfg.seconds);
+        host_tp.push((clients, rps, bad));
+    }
+    let host_rss = rss_mib(host.pid());
+
+    step("metering cost: fuel on vs off, interleaved");
+    let no_fuel = Host::start(&["--no-fuel", "--tenant-rps", "0", "--tenant-max-concurrent", "0"])?;
+    let mut metering = Vec::new();
+    for image in &IMAGES {
+        let on = target(host.url("/detect"), Some(&host.key), image);
+        let off = target(no_fuel.url("/detect"), Some(&no_fuel.key), image);
+        let (a, b) = (http::sequential(&on, 2, 0)?, http::sequential(&off, 2, 0)?);
+        drop((a, b));
+        let (mut on_ms, mut off_ms, mut on_guest, mut off_guest) = (vec![], vec![], vec![], vec![]);
+        let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
+        for _ in 0..cfg.reps {
+            for (t, ms, guest) in [(&on, &mut on_ms, &mut on_guest), (&off, &mut off_ms, &mut off_guest)] {
+                let a = http::send(&agent, t)?;
+                ms.push(a.ms);
+                guest.push((a.number("x-wall-us").unwrap_or(0.0) - a.number("x-nn-us").unwrap_or(0.0)) / 1000.0);
+            }
+        }
+        metering.push((summarize(&on_ms), summarize(&off_ms), summarize(&on_guest), summarize(&off_guest)));
+    }
+    drop(no_fuel);
+    drop(host);
+
+    step("cold start");
+    let mut cold = Vec::new();
+    for _ in 0..3 {
+        let started = Instant::now();
+        let h = Host::start(&[])?;
+        let t = target(h.url("/detect"), Some(&h.key), &IMAGES[1]);
+        let first = http::send(&ureq::Agent::new_with_defaults(), &t)?;
+        anyhow::ensure!(first.status == 200, "cold start answer {}", first.status);
+        cold.push(started.elapsed().as_secs_f64() * 1000.0);
+    }
+    let cold = summarize(&cold);
+
+    // 3. Python.
+    step("Python (Pillow + onnxruntime)");
+    let out = Command::new(python())
+        .arg(repo().join("tools/bench_python.py"))
+        .args(["inprocess", "--model-dir"])
+        .arg(model_dir())
+        .args(["--reps", &cfg.reps.to_string()])
+        .args(IMAGES.iter().map(|i| photo(i.name)))
+        .output()?;
+    anyhow::ensure!(out.status.success(), "bench_python.py: {}", String::from_utf8_lossy(&out.stderr));
+    let py: Value = serde_json::from_slice(&out.stdout)?;
+    let py_lat: Vec<Summary> = IMAGES
+        .iter()
+        .map(|i| {
+            summarize(
+                &py[i.name]
+                    .as_array()
+                    .map(|a| a.iter().filter_map(Value::as_f64).collect::<Vec<f64>>())
+                    .unwrap_or_default(),
+            )
+        })
+        .collect();
+    let py_server = python_server()?;
+    wait_for_port(
+        py_server.url.split(':').nth(2).and_then(|p| p.split('/').next()?.parse().ok()).unwrap_or(0),
+        Duration::from_secs(30),
+    )?;
+    let py_http = summarize(
+        &http::sequential(&target(py_server.url.clone(), None, &IMAGES[0]), 2, cfg.reps)?
+            .iter()
+            .map(|a| a.ms)
+            .collect::<Vec<_>>(),
+    );
+    let (py_tp, py_bad) = http::throughput(&target(py_server.url.clone(), None, &IMAGES[0]), 8, cfg.seconds);
+    drop(py_server);
+
+    // 4. Stock wasmtime serve.
+    let stock = if stock_binary().is_file() {
+        step("stock wasmtime serve -S nn (ONNX backend)");
+        let server = stock_server()?;
+        let t = target(server.url.clone(), None, &IMAGES[0]);
+        let answers = http::sequential(&t, 1, cfg.reps.min(15))?;
+        anyhow::ensure!(answers.iter().all(|a| a.status == 200), "stock wasmtime failed: {}", answers[0].body);
+        let lat = summarize(&answers.iter().map(|a| a.ms).collect::<Vec<_>>());
+        let (tp, bad) = http::throughput(&t, 8, cfg.seconds);
+        Some((lat, tp, bad))
+    } else {
+        eprintln!("bench: {} is missing; `cargo xtask bench` builds it", stock_binary().display());
+        None
+    };
+
+    // The report.
+    let ratio = |a: f64, b: f64| if b > 0.0 { a / b } else { f64::NAN };
+    md.push_str(&format!(
+        "# Benchmarks\n\nMeasured by `cargo xtask bench` in one run on {} ({} cores), model yolov3-tiny (416×416), \
+         ONNX Runtime 1.32 on the CPU with one intra-op thread per session. Latencies are client-observed \
+         (loopback HTTP) unless marked; ratios compare with baselines of the same run. Raw numbers: `BENCHMARKS.json`.\n\n",
+        cpu_model(),
+        cores
+    ));
+    md.push_str("## Warm latency, one client\n\n| image | bare pipeline p50 / p99 (ms) | yolo-edge p50 / p99 (ms) | ratio p50 | Python in-process p50 (ms) | of which inference, bare (ms) |\n|---|---|---|---|---|---|\n");
+    for (i, image) in IMAGES.iter().enumerate() {
+        md.push_str(&format!(
+            "| {} ({}) | {:.1} / {:.1} | {:.1} / {:.1} | **{:.2}×** | {:.1} | {:.1} |\n",
+            image.name,
+            image.what,
+            bare_lat[i].p50,
+            bare_lat[i].p99,
+            host_lat[i].p50,
+            host_lat[i].p99,
+            ratio(host_lat[i].p50, bare_lat[i].p50),
+            py_lat[i].p50,
+            bare_nn[i].p50
+        ));
+    }
+    md.push_str("\nInside yolo-edge (medians reported by the host):\n\n| image | wall (ms) | inference (ms) | instantiation (µs) | fuel | peak memory (MiB) |\n|---|---|---|---|---|---|\n");
+    for (i, image) in IMAGES.iter().enumerate() {
+        let p = &host_parts[i];
+        md.push_str(&format!(
+            "| {} | {:.1} | {:.1} | {:.0} | {:.0} | {:.1} |\n",
+            image.name,
+            p["wall_us"].as_f64().unwrap_or(0.0) / 1000.0,
+            p["nn_us"].as_f64().unwrap_or(0.0) / 1000.0,
+            p["instantiate_us"].as_f64().unwrap_or(0.0),
+            p["fuel"].as_f64().unwrap_or(0.0),
+            p["memory_bytes"].as_f64().unwrap_or(0.0) / 1048576.0
+        ));
+    }
+    md.push_str(&format!(
+        "\n## Throughput ({} for {} s per level)\n\n| server | clients | requests/s | failed | vs ideal {:.1}/s (cores ÷ bare inference) |\n|---|---|---|---|---|\n",
+        IMAGES[0].name, cfg.seconds.as_secs(), ideal_tp
+    ));
+    md.push_str(&format!(
+        "| bare pipeline, {cores} threads | - | {bare_tp:.1} | 0 | {:.2}× |\n",
+        ratio(bare_tp, ideal_tp)
+    ));
+    for (clients, rps, bad) in &host_tp {
+        md.push_str(&format!("| yolo-edge | {clients} | {rps:.1} | {bad} | {:.2}× |\n", ratio(*rps, ideal_tp)));
+    }
+    md.push_str(&format!(
+        "| Python ThreadingHTTPServer | 8 | {py_tp:.1} | {py_bad} | {:.2}× |\n",
+        ratio(py_tp, ideal_tp)
+    ));
+    if let Some((_, tp, bad)) = &stock {
+        md.push_str(&format!(
+            "| stock `wasmtime serve -S nn` | 8 | {tp:.2} | {bad} | {:.2}× |\n",
+            ratio(*tp, ideal_tp)
+        ));
+    }
+    let host8 = host_tp.last().map_or(0.0, |t| t.1);
+    md.push_str(&format!(
+        "\nyolo-edge with 8 clients: **{:.1}×** the Python server{}.\n",
+        ratio(host8, py_tp),
+        stock
+            .as_ref()
+            .map_or(String::new(), |(_, tp, _)| format!(", **{:.1}×** stock `wasmtime serve`", ratio(host8, *tp)))
+    ));
+    md.push_str(&format!(
+        "\nOne client over HTTP: Python server p50 {:.1} ms{}.\n",
+        py_http.p50,
+        stock.as_ref().map_or(String::new(), |(l, _, _)| format!(
+            ", stock `wasmtime serve` p50 {:.1} ms (it loads the graph for every request)",
+            l.p50
+        ))
+    ));
+    md.push_str("\n## Cost of fuel metering (same requests, interleaved)\n\n| image | fuel on p50 (ms) | fuel off p50 (ms) | overhead | guest time on / off (ms, wall − inference) |\n|---|---|---|---|---|\n");
+    for (i, image) in IMAGES.iter().enumerate() {
+        let (on, off, gon, goff) = &metering[i];
+        md.push_str(&format!(
+            "| {} | {:.1} | {:.1} | {:+.1}% | {:.1} / {:.1} |\n",
+            image.name,
+            on.p50,
+            off.p50,
+            (ratio(on.p50, off.p50) - 1.0) * 100.0,
+            gon.p50,
+            goff.p50
+        ));
+    }
+    md.push_str(&format!(
+        "\n## Start-up and memory\n\n| what | value |\n|---|---|\n| cold start, process start → first correct answer (compiled component cached) | p50 {:.0} ms (n = {}) |\n| host RSS after the throughput runs | {:.0} MiB |\n",
+        cold.p50, cold.n, host_rss
+    ));
+
+    raw.insert("bare".into(), json!({
+        "latency": IMAGES.iter().zip(&bare_lat).map(|(i, s)| (i.name.to_owned(), latency_json(s))).collect::<serde_json::Map<String, Value>>(),
+        "inference": bare_nn.iter().map(latency_json).collect::<Vec<_>>(),
+        "throughput_rps": bare_tp, "ideal_rps": ideal_tp,
+    }));
+    raw.insert("host".into(), json!({
+        "latency": host_lat.iter().map(latency_json).collect::<Vec<_>>(),
+        "inside": host_parts,
+        "throughput": host_tp.iter().map(|(c, r, b)| json!({"clients": c, "rps": r, "failed": b})).collect::<Vec<_>>(),
+        "rss_mib": host_rss,
+        "cold_start": latency_json(&cold),
+        "metering": metering.iter().map(|(a, b, c, d)| json!({"fuel_on": latency_json(a), "fuel_off": latency_json(b), "guest_on": latency_json(c), "guest_off": latency_json(d)})).collect::<Vec<_>>(),
+    }));
+    raw.insert(
+        "python".into(),
+        json!({
+            "inprocess": py_lat.iter().map(latency_json).collect::<Vec<_>>(),
+            "http_latency": latency_json(&py_http), "throughput_rps_8_clients": py_tp,
+        }),
+    );
+    if let Some((lat, tp, bad)) = &stock {
+        raw.insert(
+            "stock_wasmtime".into(),
+            json!({"latency": latency_json(lat), "throughput_rps_8_clients": tp, "failed": bad}),
+        );
+    }
+    raw.insert("images".into(), json!(IMAGES.iter().map(|i| i.name).collect::<Vec<_>>()));
+
+    std::fs::write(cfg.out.join("BENCHMARKS.md"), &md)?;
+    std::fs::write(cfg.out.join("BENCHMARKS.json"), serde_json::to_string_pretty(&Value::Object(raw))?)?;
+    print!("{md}");
+    Ok(())
+}

@@ -1,0 +1,41 @@
+//! Latency samples and their summary.
+
+use serde::Serialize;
+
+/// Median, p99 and mean of a set of samples, in milliseconds.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct Summary {
+    /// Number of samples.
+    pub n: usize,
+    /// Median.
+    pub p50: f64,
+    /// 99th percentile (nearest rank).
+    pub p99: f64,
+    /// Mean.
+    pub mean: f64,
+}
+
+/// Summarise `samples` (ms).
+pub fn summarize(samples: &[f64]) -> Summary {
+    if samples.is_empty() {
+        return Summary::default();
+    }
+    let mut s = samples.to_vec();
+    s.sort_by(f64::total_cmp);
+    let rank = |q: f64| s[((q * s.len() as f64).ceil() as usize).clamp(1, s.len()) - 1];
+    Summary { n: s.len(), p50: rank(0.5), p99: rank(0.99), mean: s.iter().sum::<f64>() / s.len() as f64 }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentiles() {
+        let v: Vec<f64> = (1..=100).map(f64::from).collect();
+        let s = summarize(&v);
+        assert_eq!((s.n, s.p50, s.p99), (100, 50.0, 99.0));
+        assert_eq!(s.mean, 50.5);
+        assert_eq!(summarize(&[]).n, 0);
+    }
+}
