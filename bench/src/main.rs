@@ -202,6 +202,23 @@ fn main() -> anyhow::Result<()> {
     drop(bare_pool);
     let ideal_tp = cores as f64 / (bare_nn[0].p50 / 1000.0);
 
+    step("bare native pipeline, OpenVINO");
+    yolo_edge::nn::openvino::init_runtime(None)?;
+    let bare_ov = bare::Bare::load_openvino(&model_dir(), 1)?;
+    let ov_bytes = photo_bytes(IMAGES[0].name);
+    for _ in 0..3 {
+        bare_ov.run(&ov_bytes)?;
+    }
+    let (mut ov_total, mut ov_nn) = (Vec::new(), Vec::new());
+    for _ in 0..cfg.reps {
+        let started = Instant::now();
+        let run = bare_ov.run(&ov_bytes)?;
+        ov_total.push(started.elapsed().as_secs_f64() * 1000.0);
+        ov_nn.push(run.inference.as_secs_f64() * 1000.0);
+    }
+    let (bare_ov_lat, bare_ov_nn) = (summarize(&ov_total), summarize(&ov_nn));
+    drop(bare_ov);
+
     // 2. Our host, fuel metering on (the product) and off (for the metering cost).
     step("yolo-edge host: warm latency");
     let host = Host::start(&["--tenant-rps", "0", "--tenant-max-concurrent", "0"])?;
@@ -252,6 +269,15 @@ fn main() -> anyhow::Result<()> {
     }
     drop(no_fuel);
     drop(host);
+
+    step("yolo-edge host on OpenVINO");
+    let ov_host = Host::start(&["--backend", "openvino", "--tenant-rps", "0", "--tenant-max-concurrent", "0"])?;
+    let t = target(ov_host.url("/detect"), Some(&ov_host.key), &IMAGES[0]);
+    let ov_answers = http::sequential(&t, 3, cfg.reps)?;
+    anyhow::ensure!(ov_answers.iter().all(|a| a.status == 200), "OpenVINO host failed: {}", ov_answers[0].body);
+    let ov_host_lat = summarize(&ov_answers.iter().map(|a| a.ms).collect::<Vec<_>>());
+    let (ov_tp, ov_bad) = http::throughput(&t, 8, cfg.seconds);
+    drop(ov_host);
 
     step("cold start");
     let mut cold = Vec::new();
@@ -316,6 +342,26 @@ fn main() -> anyhow::Result<()> {
         None
     };
 
+    // 5. The pure-Wasm wasi-nn provider (the stock-Spin path), composed with the function.
+    step("the function composed with the pure-Wasm wasi-nn provider (tract)");
+    let composed = std::env::temp_dir().join("yolo-edge-bench-composed.wasm");
+    let (ok, _, err) = yolo_edge_tests::cli(
+        &yolo_edge_tests::fresh_data_dir(),
+        &["compose", "--output", composed.to_str().unwrap_or("")],
+    );
+    anyhow::ensure!(ok, "compose: {err}");
+    let wasm_host = Host::start_full(
+        &composed,
+        &yolo_edge_tests::models(),
+        &yolo_edge_tests::fresh_data_dir(),
+        &["--wasi-nn", "none", "--timeout-ms", "120000"],
+    )?;
+    let t = target(wasm_host.url("/detect"), Some(&wasm_host.key), &IMAGES[1]);
+    let answers = http::sequential(&t, 1, cfg.reps.min(10))?;
+    anyhow::ensure!(answers.iter().all(|a| a.status == 200), "the composed component failed: {}", answers[0].body);
+    let wasm_lat = summarize(&answers.iter().map(|a| a.ms).collect::<Vec<_>>());
+    drop(wasm_host);
+
     // The report.
     let ratio = |a: f64, b: f64| if b > 0.0 { a / b } else { f64::NAN };
     md.push_str(&format!(
@@ -374,6 +420,10 @@ fn main() -> anyhow::Result<()> {
             ratio(*tp, ideal_tp)
         ));
     }
+    md.push_str(&format!(
+        "| yolo-edge, OpenVINO backend | 8 | {ov_tp:.1} | {ov_bad} | {:.2}× |\n",
+        ratio(ov_tp, ideal_tp)
+    ));
     let host8 = host_tp.last().map_or(0.0, |t| t.1);
     md.push_str(&format!(
         "\nyolo-edge with 8 clients: **{:.1}×** the Python server{}.\n",
@@ -390,6 +440,11 @@ fn main() -> anyhow::Result<()> {
             l.p50
         ))
     ));
+    md.push_str(&format!(
+        "\n## OpenVINO backend ({}, one client)\n\n| pipeline | p50 / p99 (ms) | inference p50 (ms) | ratio |\n|---|---|---|---|\n| bare, OpenVINO | {:.1} / {:.1} | {:.1} | vs bare ONNX Runtime {:.2}× |\n| yolo-edge `--backend openvino` | {:.1} / {:.1} | - | vs bare OpenVINO {:.2}× |\n",
+        IMAGES[0].name, bare_ov_lat.p50, bare_ov_lat.p99, bare_ov_nn.p50, ratio(bare_ov_lat.p50, bare_lat[0].p50),
+        ov_host_lat.p50, ov_host_lat.p99, ratio(ov_host_lat.p50, bare_ov_lat.p50)
+    ));
     md.push_str("\n## Cost of fuel metering (same requests, interleaved)\n\n| image | fuel on p50 (ms) | fuel off p50 (ms) | overhead | guest time on / off (ms, wall − inference) |\n|---|---|---|---|---|\n");
     for (i, image) in IMAGES.iter().enumerate() {
         let (on, off, gon, goff) = &metering[i];
@@ -404,9 +459,50 @@ fn main() -> anyhow::Result<()> {
         ));
     }
     md.push_str(&format!(
+        "\n## Pure-Wasm inference (the stock-Spin path)\n\nThe function composed with the tract wasi-nn provider, served with the host's wasi-nn off; every request loads and optimises the 35 MB model inside Wasm, then infers there.\n\n| image | p50 / p99 (ms) | vs yolo-edge native p50 |\n|---|---|---|\n| {} | {:.0} / {:.0} | {:.1}× slower |\n",
+        IMAGES[1].name, wasm_lat.p50, wasm_lat.p99, ratio(wasm_lat.p50, host_lat[1].p50)
+    ));
+    md.push_str(&format!(
         "\n## Start-up and memory\n\n| what | value |\n|---|---|\n| cold start, process start → first correct answer (compiled component cached) | p50 {:.0} ms (n = {}) |\n| host RSS after the throughput runs | {:.0} MiB |\n",
         cold.p50, cold.n, host_rss
     ));
+
+    // The issue's targets, with this run's numbers.
+    let met = |ok: bool| if ok { "met" } else { "**not met**" };
+    let worst_ratio =
+        IMAGES.iter().enumerate().map(|(i, _)| ratio(host_lat[i].p50, bare_lat[i].p50)).fold(0.0, f64::max);
+    let worst_metering =
+        metering.iter().map(|(on, off, _, _)| ratio(on.p50, off.p50) - 1.0).fold(f64::MIN, f64::max) * 100.0;
+    let stock_tp = stock.as_ref().map_or(f64::NAN, |(_, tp, _)| *tp);
+    md.push_str(&format!(
+        "\n## Targets\n\n| target | this run | |\n|---|---|---|\n\
+         | warm p50 ≤ 1.10× the bare pipeline (same backend) | {worst_ratio:.2}× (worst image) | {} |\n\
+         | 8-client throughput ≥ 0.9 × cores ÷ bare inference | {:.2}× | {} |\n\
+         | metering overhead ≤ 3 % | {worst_metering:+.1} % (worst image) | {} |\n\
+         | cold start ≤ 1 s | {:.0} ms | {} |\n\
+         | ≥ 5× stock `wasmtime serve -S nn` | {:.1}× | {} |\n\
+         | ≥ 1.5× the Python server | {:.1}× | {} |\n\n\
+         Why the misses, on this 2-core machine: decoding and letterboxing run inside the sandbox \
+         (that is the point of the function), and there they take about three times their native \
+         time (JPEG decoding and the Pillow-exact resize have no SIMD path in wasm32; see the guest \
+         time above); on 2 cores that time is taken from inference, so latency and throughput trail \
+         the bare pipeline. The Python baseline decodes and resizes with native SIMD code \
+         (libjpeg-turbo, Pillow) and lets ONNX Runtime use both cores for one request. Stock \
+         `wasmtime serve` loads the graph for every request, but 5× its throughput would exceed what \
+         2 cores can infer at all (the ideal above). The metering overhead is within noise of 3 %: \
+         fuel costs guest time only, and guest time is a third of a request.\n",
+        met(worst_ratio <= 1.10),
+        ratio(host8, ideal_tp),
+        met(ratio(host8, ideal_tp) >= 0.9),
+        met(worst_metering <= 3.0),
+        cold.p50,
+        met(cold.p50 <= 1000.0),
+        ratio(host8, stock_tp),
+        met(ratio(host8, stock_tp) >= 5.0),
+        ratio(host8, py_tp),
+        met(ratio(host8, py_tp) >= 1.5),
+    ));
+    md.push_str("\nReproduce: `cargo xtask bench` (about 5 minutes after set-up; the first run also builds stock `wasmtime serve`, ~10 minutes).\n");
 
     raw.insert("bare".into(), json!({
         "latency": IMAGES.iter().zip(&bare_lat).map(|(i, s)| (i.name.to_owned(), latency_json(s))).collect::<serde_json::Map<String, Value>>(),
@@ -434,6 +530,14 @@ fn main() -> anyhow::Result<()> {
             json!({"latency": latency_json(lat), "throughput_rps_8_clients": tp, "failed": bad}),
         );
     }
+    raw.insert(
+        "openvino".into(),
+        json!({
+            "bare_latency": latency_json(&bare_ov_lat), "bare_inference": latency_json(&bare_ov_nn),
+            "host_latency": latency_json(&ov_host_lat), "host_throughput_rps_8_clients": ov_tp,
+        }),
+    );
+    raw.insert("wasm_provider".into(), json!({"image": IMAGES[1].name, "latency": latency_json(&wasm_lat)}));
     raw.insert("images".into(), json!(IMAGES.iter().map(|i| i.name).collect::<Vec<_>>()));
 
     std::fs::write(cfg.out.join("BENCHMARKS.md"), &md)?;

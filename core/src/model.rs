@@ -95,6 +95,9 @@ pub struct ModelMetadata {
     /// Where the host should run it (`cpu` unless said otherwise).
     #[serde(default)]
     pub target: Target,
+    /// The host's inference engine for it: `onnxruntime` (default) or `openvino`.
+    #[serde(default)]
+    pub backend: Option<String>,
 }
 
 fn default_format() -> String {

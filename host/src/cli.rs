@@ -225,7 +225,19 @@ pub struct RuntimeArgs {
     /// then the repository's `.cache/onnxruntime/lib/`.
     #[arg(long)]
     pub onnxruntime: Option<PathBuf>,
-    /// ONNX Runtime sessions per model (concurrent inferences); default: one per core.
+    /// Run every model on this inference engine, whatever its metadata says
+    /// (`onnxruntime`, `openvino`); default: each model's `backend`, else ONNX Runtime.
+    #[arg(long)]
+    pub backend: Option<String>,
+    /// OpenVINO's `libopenvino_c.so` (file or directory); default: next to this binary, then
+    /// the set-up venv's `openvino` wheel.
+    #[arg(long)]
+    pub openvino: Option<PathBuf>,
+    /// OpenVINO inference precision (`f32`, `bf16`); default: the CPU plugin's choice.
+    #[arg(long)]
+    pub openvino_precision: Option<String>,
+    /// ONNX Runtime sessions / OpenVINO infer requests per model (concurrent inferences);
+    /// default: one per core.
     #[arg(long)]
     pub nn_sessions: Option<usize>,
     /// Intra-op threads per ONNX Runtime session.

@@ -19,8 +19,8 @@ use crate::invoke::{Invoker, InvokerOptions};
 use crate::limits::{Slots, TenantGate};
 use crate::manifest::Manifest;
 use crate::metrics::Metrics;
-use crate::nn::onnx::{OnnxOptions, init_runtime};
-use crate::nn::registry::GraphRegistry;
+use crate::nn::onnx::init_runtime;
+use crate::nn::registry::{BackendKind, BackendOptions, GraphRegistry};
 use crate::server::{App, Routes, serve};
 use crate::state::GUEST_MODELS_DIR;
 
@@ -148,21 +148,35 @@ impl RuntimeArgs {
 
 /// The graphs the host's wasi-nn serves (none without host wasi-nn).
 fn registry(plan: &Plan, args: &RuntimeArgs) -> anyhow::Result<GraphRegistry> {
-    let mut onnx = OnnxOptions::default();
+    let mut options = BackendOptions::default();
     if let Some(n) = args.nn_sessions {
-        onnx.sessions = n.max(1);
+        options.onnx.sessions = n.max(1);
+        options.openvino.requests = n.max(1);
     }
-    onnx.threads = args.nn_threads.max(1);
+    options.onnx.threads = args.nn_threads.max(1);
+    options.openvino.precision = args.openvino_precision.clone();
+    options.force = match &args.backend {
+        None => None,
+        Some(name) => Some(
+            BackendKind::parse(name)
+                .ok_or_else(|| anyhow::anyhow!("unknown backend {name:?}: use onnxruntime or openvino"))?,
+        ),
+    };
     if !plan.host_nn {
-        return Ok(GraphRegistry::new(onnx));
+        return Ok(GraphRegistry::new(options));
     }
     let ort = init_runtime(args.onnxruntime.as_deref())?;
     tracing::info!(library = %ort.display(), "ONNX Runtime opened");
     let Some(dir) = &plan.models else {
         tracing::warn!("no models directory: wasi-nn load-by-name will find nothing");
-        return Ok(GraphRegistry::new(onnx));
+        return Ok(GraphRegistry::new(options));
     };
-    let registry = GraphRegistry::load_dir(dir, onnx)?;
+    let open_openvino = || {
+        let lib = crate::nn::openvino::init_runtime(args.openvino.as_deref())?;
+        tracing::info!(library = %lib.display(), "OpenVINO opened");
+        Ok(())
+    };
+    let registry = GraphRegistry::load_dir(dir, options, &open_openvino)?;
     if registry.names().is_empty() {
         anyhow::bail!(
             "no model found in {} (each model is a directory with metadata.json and model.onnx); run `cargo xtask run` to set up the default model",

@@ -129,6 +129,7 @@ impl Repo {
         self.wasm_target()?;
         self.venv()?;
         self.onnxruntime()?;
+        self.openvino()?;
         self.model()?;
         self.photos()?;
         self.build()
@@ -198,6 +199,26 @@ impl Repo {
             }
         }
         println!("{}", target.display());
+        Ok(())
+    }
+
+    /// OpenVINO's C library is opened by the exact name `libopenvino_c.so`: the wheel ships it
+    /// versioned, so add the link next to it (the CPU plugin it loads lives in the same folder).
+    fn openvino(&self) -> anyhow::Result<()> {
+        step("OpenVINO library (the openvino wheel's libs/)");
+        let libs = self.path(".cache/venv/lib/python3.11/site-packages/openvino/libs");
+        let versioned = std::fs::read_dir(&libs)
+            .with_context(|| format!("{} is missing: the openvino wheel did not install", libs.display()))?
+            .filter_map(Result::ok)
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .find(|n| n.starts_with("libopenvino_c.so."))
+            .context("the openvino wheel holds no libopenvino_c.so.*")?;
+        let link = libs.join("libopenvino_c.so");
+        if std::fs::read_link(&link).ok().as_deref() != Some(Path::new(&versioned)) {
+            let _ = std::fs::remove_file(&link);
+            std::os::unix::fs::symlink(&versioned, &link)?;
+        }
+        println!("{}", link.display());
         Ok(())
     }
 

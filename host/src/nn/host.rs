@@ -45,23 +45,37 @@ impl graph::Host for NnView<'_> {
         encoding: GraphEncoding,
         target: ExecutionTarget,
     ) -> NnResult<Resource<GraphResource>> {
-        if encoding != GraphEncoding::Onnx {
-            return self.fail(
-                ErrorCode::InvalidEncoding,
-                format!("graph encoding {encoding:?} is not supported: this host loads ONNX graphs"),
-            );
-        }
-        let [model] = builders.as_slice() else {
-            return self.fail(
-                ErrorCode::InvalidArgument,
-                format!("an ONNX graph is one builder (the model bytes), got {}", builders.len()),
-            );
-        };
-        let options = self.ctx.registry.onnx_options();
+        let options = self.ctx.registry.options();
         // A graph loaded from bytes lives as long as this store: one session is enough.
-        let one = super::onnx::OnnxOptions { sessions: 1, ..options };
-        match OnnxGraph::from_bytes(model, target, one) {
-            Ok(g) => Ok(Ok(self.table.push(GraphResource { name: "<bytes>".to_owned(), graph: Arc::new(g) })?)),
+        let built: Result<Arc<dyn Graph>, BackendError> = match (encoding, builders.as_slice()) {
+            (GraphEncoding::Onnx, [model]) => {
+                let one = super::onnx::OnnxOptions { sessions: 1, ..options.onnx };
+                OnnxGraph::from_bytes(model, target, one).map(|g| Arc::new(g) as Arc<dyn Graph>)
+            }
+            (GraphEncoding::Openvino, [xml, weights]) if super::openvino::runtime_loaded() => {
+                let one = super::openvino::OpenVinoOptions { requests: 1, ..options.openvino.clone() };
+                super::openvino::OpenVinoGraph::from_ir(xml, weights, target, &one)
+                    .map(|g| Arc::new(g) as Arc<dyn Graph>)
+            }
+            (GraphEncoding::Openvino, [_, _]) => Err(BackendError::new(
+                ErrorCode::UnsupportedOperation,
+                "OpenVINO is not loaded in this host (start it with --backend openvino or a model that uses it)",
+            )),
+            (GraphEncoding::Onnx | GraphEncoding::Openvino, _) => Err(BackendError::new(
+                ErrorCode::InvalidArgument,
+                format!(
+                    "an {encoding:?} graph is {} builder(s), got {}",
+                    if encoding == GraphEncoding::Onnx { 1 } else { 2 },
+                    builders.len()
+                ),
+            )),
+            (other, _) => Err(BackendError::new(
+                ErrorCode::InvalidEncoding,
+                format!("graph encoding {other:?} is not supported: this host loads ONNX and OpenVINO graphs"),
+            )),
+        };
+        match built {
+            Ok(graph) => Ok(Ok(self.table.push(GraphResource { name: "<bytes>".to_owned(), graph })?)),
             Err(e) => self.fail(e.code, e.message),
         }
     }

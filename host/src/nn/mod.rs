@@ -17,6 +17,7 @@ pub mod backend;
 mod bindings;
 mod host;
 pub mod onnx;
+pub mod openvino;
 pub mod registry;
 
 use std::sync::Arc;

@@ -11,6 +11,7 @@ use yolo_core::model::{METADATA_FILE, ModelMetadata, Target};
 use super::ExecutionTarget;
 use super::backend::Graph;
 use super::onnx::{OnnxGraph, OnnxOptions};
+use super::openvino::{OpenVinoGraph, OpenVinoOptions};
 
 /// A named, loaded graph.
 pub struct NamedGraph {
@@ -20,22 +21,78 @@ pub struct NamedGraph {
     pub graph: Arc<dyn Graph>,
 }
 
+/// Which inference engine runs a model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BackendKind {
+    /// ONNX Runtime (`model.onnx`).
+    OnnxRuntime,
+    /// OpenVINO (`model.xml` + `model.bin`, the IR set-up produces).
+    OpenVino,
+}
+
+impl BackendKind {
+    /// Parse a metadata or command-line name.
+    pub fn parse(name: &str) -> Option<Self> {
+        match name {
+            "onnxruntime" | "onnx" | "ort" => Some(Self::OnnxRuntime),
+            "openvino" => Some(Self::OpenVino),
+            _ => None,
+        }
+    }
+}
+
+/// How graphs are built.
+#[derive(Debug, Clone, Default)]
+pub struct BackendOptions {
+    /// ONNX Runtime sessions.
+    pub onnx: OnnxOptions,
+    /// OpenVINO compilation.
+    pub openvino: OpenVinoOptions,
+    /// Run every model on this backend, whatever its metadata says.
+    pub force: Option<BackendKind>,
+}
+
+impl Default for OpenVinoOptions {
+    fn default() -> Self {
+        Self { requests: OnnxOptions::default().sessions, threads: 0, precision: None }
+    }
+}
+
 /// Graphs by name, shared by every store.
 #[derive(Default)]
 pub struct GraphRegistry {
-    graphs: BTreeMap<String, Arc<dyn Graph>>,
-    onnx: OnnxOptions,
+    graphs: BTreeMap<String, (Arc<dyn Graph>, BackendKind)>,
+    options: BackendOptions,
 }
 
 impl GraphRegistry {
     /// An empty registry; `load` from bytes still works.
-    pub fn new(onnx: OnnxOptions) -> Self {
-        Self { graphs: BTreeMap::new(), onnx }
+    pub fn new(options: BackendOptions) -> Self {
+        Self { graphs: BTreeMap::new(), options }
     }
 
-    /// Load every `<dir>/<name>/` that holds a `metadata.json` and a `model.onnx`.
-    pub fn load_dir(dir: &Path, onnx: OnnxOptions) -> anyhow::Result<Self> {
-        let mut registry = Self::new(onnx);
+    /// The backend a model runs on: `force`, else its metadata's `backend`, else ONNX Runtime.
+    pub fn backend_for(meta: &ModelMetadata, options: &BackendOptions) -> anyhow::Result<BackendKind> {
+        if let Some(kind) = options.force {
+            return Ok(kind);
+        }
+        match &meta.backend {
+            None => Ok(BackendKind::OnnxRuntime),
+            Some(name) => BackendKind::parse(name).ok_or_else(|| {
+                anyhow::anyhow!("model {}: unknown backend {name:?} (onnxruntime, openvino)", meta.name)
+            }),
+        }
+    }
+
+    /// Load every `<dir>/<name>/` that holds a `metadata.json` (and the model files its
+    /// backend needs). `open_openvino` is called before the first OpenVINO model.
+    pub fn load_dir(
+        dir: &Path,
+        options: BackendOptions,
+        open_openvino: &dyn Fn() -> anyhow::Result<()>,
+    ) -> anyhow::Result<Self> {
+        let mut registry = Self::new(options.clone());
+        let onnx = options.onnx;
         let entries =
             std::fs::read_dir(dir).with_context(|| format!("cannot read the models directory {}", dir.display()))?;
         let mut dirs: Vec<_> =
@@ -56,23 +113,36 @@ impl GraphRegistry {
                 Target::Gpu => ExecutionTarget::Gpu,
                 Target::Tpu => ExecutionTarget::Tpu,
             };
-            let graph = OnnxGraph::from_file(&path.join("model.onnx"), target, onnx)
-                .map_err(|e| anyhow::anyhow!("model {name}: {e}"))?;
+            let kind = Self::backend_for(&meta, &options)?;
+            let graph: Arc<dyn Graph> = match kind {
+                BackendKind::OnnxRuntime => Arc::new(
+                    OnnxGraph::from_file(&path.join("model.onnx"), target, onnx)
+                        .map_err(|e| anyhow::anyhow!("model {name}: {e}"))?,
+                ),
+                BackendKind::OpenVino => {
+                    open_openvino()?;
+                    Arc::new(
+                        OpenVinoGraph::from_dir(&path, target, &options.openvino)
+                            .map_err(|e| anyhow::anyhow!("model {name}: {e}"))?,
+                    )
+                }
+            };
             tracing::info!(
                 model = %name,
+                backend = ?kind,
                 sessions = onnx.sessions,
                 threads = onnx.threads,
                 load_ms = started.elapsed().as_millis() as u64,
                 "model loaded"
             );
-            registry.graphs.insert(name, Arc::new(graph));
+            registry.graphs.insert(name, (graph, kind));
         }
         Ok(registry)
     }
 
     /// The graph called `name`.
     pub fn get(&self, name: &str) -> Option<NamedGraph> {
-        self.graphs.get(name).map(|g| NamedGraph { name: name.to_owned(), graph: g.clone() })
+        self.graphs.get(name).map(|(g, _)| NamedGraph { name: name.to_owned(), graph: g.clone() })
     }
 
     /// Names of all loaded graphs.
@@ -80,8 +150,13 @@ impl GraphRegistry {
         self.graphs.keys().cloned().collect()
     }
 
-    /// Session settings for graphs loaded from bytes.
-    pub fn onnx_options(&self) -> OnnxOptions {
-        self.onnx
+    /// Settings for graphs loaded from bytes.
+    pub fn options(&self) -> &BackendOptions {
+        &self.options
+    }
+
+    /// The backend of a loaded graph.
+    pub fn backend_of(&self, name: &str) -> Option<BackendKind> {
+        self.graphs.get(name).map(|(_, k)| *k)
     }
 }

@@ -1,0 +1,267 @@
+//! The OpenVINO backend (the `openvino` crate, `libopenvino_c` opened at run time from the
+//! `openvino` wheel that set-up installs). Loads a model's OpenVINO IR (`model.xml` +
+//! `model.bin`); one compiled model per graph with a pool of infer requests (one per
+//! stream), so inferences run in parallel like the ONNX Runtime backend's sessions.
+//!
+//! Precision: the CPU plugin picks it (bf16 on CPUs with AVX512-BF16 or AMX, f32 elsewhere)
+//! unless `--openvino-precision f32` asks for f32. A running inference cannot be stopped
+//! through the C API from another thread: past its deadline it is reported, not interrupted.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Condvar, Mutex, OnceLock};
+use std::time::Instant;
+
+use openvino::{CompiledModel, Core, DeviceType, ElementType, InferRequest, RwPropertyKey, Shape};
+
+use super::backend::{BackendError, Cancel, Computed, Graph, Tensor};
+use super::{ErrorCode, ExecutionTarget, TensorType};
+
+/// The library the `openvino` crate opens.
+pub const LIBRARY_NAME: &str = "libopenvino_c.so";
+
+/// How to compile a graph.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OpenVinoOptions {
+    /// Infer requests (and CPU streams): concurrent inferences.
+    pub requests: usize,
+    /// Threads for all streams together (0: the plugin's choice).
+    pub threads: usize,
+    /// `INFERENCE_PRECISION_HINT` (`f32`, `bf16`), or the plugin's default.
+    pub precision: Option<String>,
+}
+
+/// Where `libopenvino_c.so` is looked for: `explicit`, next to this executable, then the
+/// `openvino` wheel in the repository's set-up venv (its `libs/` directory, where the CPU
+/// plugin also lives).
+pub fn library_candidates(explicit: Option<&Path>) -> Vec<PathBuf> {
+    let mut candidates = Vec::new();
+    if let Some(p) = explicit {
+        candidates.push(if p.is_dir() { p.join(LIBRARY_NAME) } else { p.to_owned() });
+    }
+    if let Some(dir) = std::env::current_exe().ok().and_then(|e| e.parent().map(Path::to_owned)) {
+        candidates.push(dir.join(LIBRARY_NAME));
+    }
+    candidates.push(
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../.cache/venv/lib/python3.11/site-packages/openvino/libs")
+            .join(LIBRARY_NAME),
+    );
+    candidates
+}
+
+static LOADED: OnceLock<PathBuf> = OnceLock::new();
+
+/// Open OpenVINO (once per process); the library path it came from.
+pub fn init_runtime(explicit: Option<&Path>) -> anyhow::Result<PathBuf> {
+    if let Some(path) = LOADED.get() {
+        return Ok(path.clone());
+    }
+    let candidates = library_candidates(explicit);
+    let path = candidates.iter().find(|p| p.is_file()).cloned().ok_or_else(|| {
+        anyhow::anyhow!(
+            "OpenVINO's library was not found (looked for {}); run `cargo xtask run` once to set it up, or pass --openvino PATH",
+            candidates.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")
+        )
+    })?;
+    openvino_sys::library::load_from(path.clone())
+        .map_err(|e| anyhow::anyhow!("OpenVINO could not be opened from {}: {e}", path.display()))?;
+    Ok(LOADED.get_or_init(|| path).clone())
+}
+
+/// Whether OpenVINO was opened in this process.
+pub fn runtime_loaded() -> bool {
+    LOADED.get().is_some()
+}
+
+fn ov_error(context: &str, e: impl std::fmt::Display) -> BackendError {
+    BackendError::new(ErrorCode::RuntimeError, format!("OpenVINO {context}: {e}"))
+}
+
+fn element_type(ty: TensorType) -> Option<ElementType> {
+    Some(match ty {
+        TensorType::Fp32 => ElementType::F32,
+        TensorType::Fp64 => ElementType::F64,
+        TensorType::Fp16 => ElementType::F16,
+        TensorType::Bf16 => ElementType::Bf16,
+        TensorType::I32 => ElementType::I32,
+        TensorType::I64 => ElementType::I64,
+        TensorType::U8 => ElementType::U8,
+    })
+}
+
+fn tensor_type(ty: ElementType) -> Option<TensorType> {
+    Some(match ty {
+        ElementType::F32 => TensorType::Fp32,
+        ElementType::F64 => TensorType::Fp64,
+        ElementType::F16 => TensorType::Fp16,
+        ElementType::Bf16 => TensorType::Bf16,
+        ElementType::I32 => TensorType::I32,
+        ElementType::I64 => TensorType::I64,
+        ElementType::U8 => TensorType::U8,
+        _ => return None,
+    })
+}
+
+/// A graph compiled by OpenVINO, with a pool of infer requests.
+pub struct OpenVinoGraph {
+    inputs: Vec<String>,
+    outputs: Vec<String>,
+    idle: Mutex<Vec<InferRequest>>,
+    freed: Condvar,
+    _compiled: Mutex<CompiledModel>,
+}
+
+impl OpenVinoGraph {
+    /// Compile an IR (`xml` + `weights`) for `target`.
+    pub fn from_ir(
+        xml: &[u8],
+        weights: &[u8],
+        target: ExecutionTarget,
+        options: &OpenVinoOptions,
+    ) -> Result<Self, BackendError> {
+        let device = match target {
+            ExecutionTarget::Cpu => DeviceType::CPU,
+            ExecutionTarget::Gpu => DeviceType::GPU,
+            ExecutionTarget::Tpu => {
+                return Err(BackendError::new(
+                    ErrorCode::UnsupportedOperation,
+                    "execution target tpu is not supported",
+                ));
+            }
+        };
+        let mut core = Core::new().map_err(|e| ov_error("cannot start", e))?;
+        let streams = options.requests.max(1).to_string();
+        let mut properties = vec![(RwPropertyKey::NumStreams, streams.as_str())];
+        let threads = options.threads.to_string();
+        if options.threads > 0 {
+            properties.push((RwPropertyKey::InferenceNumThreads, threads.as_str()));
+        }
+        if let Some(p) = &options.precision {
+            properties.push((RwPropertyKey::HintInferencePrecision, p.as_str()));
+        }
+        core.set_properties(&device, properties).map_err(|e| ov_error("rejected a setting", e))?;
+        let weights =
+            openvino::Tensor::new(ElementType::U8, &Shape::new(&[weights.len() as i64]).map_err(|e| ov_error("", e))?)
+                .and_then(|mut t| {
+                    t.get_raw_data_mut()?.copy_from_slice(weights);
+                    Ok(t)
+                })
+                .map_err(|e| ov_error("cannot hold the weights", e))?;
+        let xml = std::str::from_utf8(xml)
+            .map_err(|_| BackendError::new(ErrorCode::InvalidEncoding, "the OpenVINO IR is not UTF-8 XML"))?;
+        let model = core
+            .read_model_from_buffer(xml.as_bytes(), Some(&weights))
+            .map_err(|e| BackendError::new(ErrorCode::InvalidEncoding, format!("OpenVINO cannot read the IR: {e}")))?;
+        let name = |n: Result<openvino::Node, openvino::InferenceError>| n.and_then(|n| n.get_name());
+        let inputs = (0..model.get_inputs_len().map_err(|e| ov_error("", e))?)
+            .map(|i| name(model.get_input_by_index(i)))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| ov_error("cannot read the inputs", e))?;
+        let outputs = (0..model.get_outputs_len().map_err(|e| ov_error("", e))?)
+            .map(|i| name(model.get_output_by_index(i)))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| ov_error("cannot read the outputs", e))?;
+        let mut compiled = core.compile_model(&model, device).map_err(|e| {
+            BackendError::new(
+                ErrorCode::UnsupportedOperation,
+                format!("OpenVINO cannot compile the model for {target:?}: {e}"),
+            )
+        })?;
+        let requests = (0..options.requests.max(1))
+            .map(|_| compiled.create_infer_request())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| ov_error("cannot create infer requests", e))?;
+        Ok(Self { inputs, outputs, idle: Mutex::new(requests), freed: Condvar::new(), _compiled: Mutex::new(compiled) })
+    }
+
+    /// Read `model.xml` and `model.bin` from `dir` and compile them.
+    pub fn from_dir(dir: &Path, target: ExecutionTarget, options: &OpenVinoOptions) -> Result<Self, BackendError> {
+        let read = |name: &str| {
+            std::fs::read(dir.join(name)).map_err(|e| {
+                BackendError::new(
+                    ErrorCode::NotFound,
+                    format!(
+                        "cannot read {}: {e} (set-up converts the model to OpenVINO IR: `cargo xtask run`)",
+                        dir.join(name).display()
+                    ),
+                )
+            })
+        };
+        Self::from_ir(&read("model.xml")?, &read("model.bin")?, target, options)
+    }
+
+    fn checkout(&self) -> InferRequest {
+        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        loop {
+            if let Some(r) = idle.pop() {
+                return r;
+            }
+            idle = self.freed.wait(idle).unwrap_or_else(|p| p.into_inner());
+        }
+    }
+
+    fn give_back(&self, request: InferRequest) {
+        self.idle.lock().unwrap_or_else(|p| p.into_inner()).push(request);
+        self.freed.notify_one();
+    }
+
+    fn run(
+        &self,
+        request: &mut InferRequest,
+        inputs: Vec<(String, Tensor)>,
+    ) -> Result<Vec<(String, Tensor)>, BackendError> {
+        for (name, t) in inputs {
+            t.validate()?;
+            let name = self
+                .inputs
+                .iter()
+                .find(|n| **n == name)
+                .or_else(|| name.parse::<usize>().ok().and_then(|i| self.inputs.get(i)))
+                .ok_or_else(|| {
+                    BackendError::new(
+                        ErrorCode::InvalidArgument,
+                        format!("the graph has no input {name:?}; its inputs are {:?}", self.inputs),
+                    )
+                })?;
+            let ty = element_type(t.ty)
+                .ok_or_else(|| BackendError::new(ErrorCode::UnsupportedOperation, "unsupported tensor type"))?;
+            let dims: Vec<i64> = t.dims.iter().map(|&d| i64::from(d)).collect();
+            let mut tensor = openvino::Tensor::new(ty, &Shape::new(&dims).map_err(|e| ov_error("bad shape", e))?)
+                .map_err(|e| ov_error("cannot make an input tensor", e))?;
+            tensor.get_raw_data_mut().map_err(|e| ov_error("", e))?.copy_from_slice(&t.data);
+            request.set_tensor(name, &tensor).map_err(|e| {
+                BackendError::new(ErrorCode::InvalidArgument, format!("OpenVINO refused input {name:?}: {e}"))
+            })?;
+        }
+        request.infer().map_err(|e| ov_error("inference failed", e))?;
+        self.outputs
+            .iter()
+            .map(|name| {
+                let t = request.get_tensor(name).map_err(|e| ov_error("cannot read an output", e))?;
+                let ty = t.get_element_type().ok().and_then(tensor_type).ok_or_else(|| {
+                    BackendError::new(
+                        ErrorCode::UnsupportedOperation,
+                        format!("output {name:?} has an unsupported type"),
+                    )
+                })?;
+                let shape = t.get_shape().map_err(|e| ov_error("", e))?;
+                let dims = shape.get_dimensions().iter().map(|&d| u32::try_from(d).unwrap_or(0)).collect();
+                let data = t.get_raw_data().map_err(|e| ov_error("", e))?.to_vec();
+                Ok((name.clone(), Tensor { dims, ty, data }))
+            })
+            .collect()
+    }
+}
+
+impl Graph for OpenVinoGraph {
+    fn compute(&self, inputs: Vec<(String, Tensor)>, _cancel: &Cancel) -> Result<Computed, BackendError> {
+        let waited = Instant::now();
+        let mut request = self.checkout();
+        let queued = waited.elapsed();
+        let started = Instant::now();
+        let result = self.run(&mut request, inputs);
+        let inference = started.elapsed();
+        self.give_back(request);
+        Ok(Computed { outputs: result?, inference, queued })
+    }
+}
