@@ -131,6 +131,7 @@ pub fn load_component_bytes(engine: &Engine, wasm: &[u8], cache_dir: Option<&Pat
     if let Err(e) = write_atomically(dir, &cached_path, &compiled) {
         tracing::warn!(dir = %dir.display(), error = %e, "cannot write the compiled-code cache");
     }
+    prune(dir, CACHE_ENTRIES);
     Ok(LoadedComponent { component, cached: false, took: started.elapsed() })
 }
 
@@ -147,6 +148,23 @@ fn deserialize_bytes(engine: &Engine, bytes: &[u8]) -> anyhow::Result<Component>
     Ok(unsafe { Component::deserialize(engine, bytes) }?)
 }
 
+/// Compiled components kept in the cache; older ones are removed.
+const CACHE_ENTRIES: usize = 16;
+
+/// Keep the `keep` most recently written `.cwasm` files of `dir`.
+fn prune(dir: &Path, keep: usize) {
+    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    let mut files: Vec<(std::time::SystemTime, PathBuf)> = entries
+        .filter_map(Result::ok)
+        .filter(|e| e.path().extension().is_some_and(|x| x == "cwasm"))
+        .filter_map(|e| Some((e.metadata().ok()?.modified().ok()?, e.path())))
+        .collect();
+    files.sort_by(|a, b| b.0.cmp(&a.0));
+    for (_, old) in files.into_iter().skip(keep) {
+        let _ = std::fs::remove_file(old);
+    }
+}
+
 fn compile_error(e: wasmtime::Error) -> anyhow::Error {
     anyhow::Error::from(e).context("cannot compile the component")
 }
@@ -156,4 +174,26 @@ fn write_atomically(dir: &Path, path: &Path, bytes: &[u8]) -> std::io::Result<()
     let tmp = path.with_extension(format!("tmp{}", std::process::id()));
     std::fs::write(&tmp, bytes)?;
     std::fs::rename(&tmp, path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_cache_keeps_the_newest_entries() {
+        let dir = std::env::temp_dir().join(format!("yolo-edge-cache-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        for i in 0..5 {
+            std::fs::write(dir.join(format!("{i}.cwasm")), b"x").unwrap();
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        std::fs::write(dir.join("other.txt"), b"kept").unwrap();
+        prune(&dir, 2);
+        let mut left: Vec<String> =
+            std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+        left.sort();
+        assert_eq!(left, vec!["3.cwasm", "4.cwasm", "other.txt"]);
+        let _ = std::fs::remove_dir_all(dir);
+    }
 }
