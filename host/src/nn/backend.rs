@@ -107,6 +107,86 @@ impl Cancel {
     }
 }
 
+/// A fixed set of backend objects (sessions, infer requests) that one inference at a time
+/// each borrows: `checkout` waits until one is free; the guard gives it back on drop.
+pub struct Pool<T> {
+    idle: std::sync::Mutex<Vec<T>>,
+    freed: std::sync::Condvar,
+}
+
+/// One borrowed pool member.
+pub struct Pooled<'a, T> {
+    pool: &'a Pool<T>,
+    item: Option<T>,
+}
+
+impl<T> Pool<T> {
+    /// A pool of `items`.
+    pub fn new(items: Vec<T>) -> Self {
+        Self { idle: std::sync::Mutex::new(items), freed: std::sync::Condvar::new() }
+    }
+
+    /// Borrow a free member, waiting for one if all are busy.
+    pub fn checkout(&self) -> Pooled<'_, T> {
+        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        loop {
+            if let Some(item) = idle.pop() {
+                return Pooled { pool: self, item: Some(item) };
+            }
+            idle = self.freed.wait(idle).unwrap_or_else(|p| p.into_inner());
+        }
+    }
+}
+
+impl<T> std::ops::Deref for Pooled<'_, T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        self.item.as_ref().unwrap_or_else(|| unreachable!("present until dropped"))
+    }
+}
+
+impl<T> std::ops::DerefMut for Pooled<'_, T> {
+    fn deref_mut(&mut self) -> &mut T {
+        self.item.as_mut().unwrap_or_else(|| unreachable!("present until dropped"))
+    }
+}
+
+impl<T> Drop for Pooled<'_, T> {
+    fn drop(&mut self) {
+        if let Some(item) = self.item.take() {
+            self.pool.idle.lock().unwrap_or_else(|p| p.into_inner()).push(item);
+            self.pool.freed.notify_one();
+        }
+    }
+}
+
+/// Where a backend's native library is looked for, in order: `explicit` (a file, or a
+/// directory holding `name`), the directory of the running executable, then `fallback`
+/// (where `cargo xtask` sets it up in this repository). The first that exists, or an error
+/// naming every place looked at and what to do.
+pub fn find_library(
+    explicit: Option<&std::path::Path>,
+    name: &str,
+    fallback: std::path::PathBuf,
+    what: &str,
+    flag: &str,
+) -> anyhow::Result<std::path::PathBuf> {
+    let mut candidates = Vec::new();
+    if let Some(p) = explicit {
+        candidates.push(if p.is_dir() { p.join(name) } else { p.to_owned() });
+    }
+    if let Some(dir) = std::env::current_exe().ok().and_then(|e| e.parent().map(std::path::Path::to_owned)) {
+        candidates.push(dir.join(name));
+    }
+    candidates.push(fallback.join(name));
+    candidates.iter().find(|p| p.is_file()).cloned().ok_or_else(|| {
+        anyhow::anyhow!(
+            "{what}'s library was not found (looked for {}); run `cargo xtask run` once to set it up, or pass {flag} PATH",
+            candidates.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")
+        )
+    })
+}
+
 /// A loaded graph. Implementations are shared by every store and must allow concurrent
 /// `compute` calls (each blocks its calling thread; the host runs them on the blocking pool).
 pub trait Graph: Send + Sync {

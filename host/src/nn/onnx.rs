@@ -5,7 +5,7 @@
 //! with one intra-op thread), and concurrent `compute` calls take whichever is free.
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Condvar, Mutex, OnceLock};
+use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 use ort::execution_providers::ExecutionProviderDispatch;
@@ -14,7 +14,7 @@ use ort::session::{RunOptions, Session, SessionInputValue};
 use ort::tensor::TensorElementType;
 use ort::value::{DynValue, Tensor as OrtTensor, ValueType};
 
-use super::backend::{BackendError, Cancel, Computed, Graph, Tensor};
+use super::backend::{BackendError, Cancel, Computed, Graph, Pool, Tensor, find_library};
 use super::{ErrorCode, ExecutionTarget, TensorType};
 
 /// The file name ONNX Runtime's shared library is looked up under.
@@ -36,21 +36,6 @@ impl Default for OnnxOptions {
     }
 }
 
-/// Where ONNX Runtime's library is looked for, in order: `explicit` (the `--onnxruntime`
-/// flag), the directory of the running executable, and the repository-local copy that
-/// `cargo xtask` lays out (`.cache/onnxruntime/lib/`).
-pub fn library_candidates(explicit: Option<&Path>) -> Vec<PathBuf> {
-    let mut candidates = Vec::new();
-    if let Some(p) = explicit {
-        candidates.push(if p.is_dir() { p.join(LIBRARY_NAME) } else { p.to_owned() });
-    }
-    if let Some(dir) = std::env::current_exe().ok().and_then(|e| e.parent().map(Path::to_owned)) {
-        candidates.push(dir.join(LIBRARY_NAME));
-    }
-    candidates.push(Path::new(env!("CARGO_MANIFEST_DIR")).join("../.cache/onnxruntime/lib").join(LIBRARY_NAME));
-    candidates
-}
-
 static RUNTIME: OnceLock<PathBuf> = OnceLock::new();
 
 /// Open ONNX Runtime (once per process) and return the library path it was opened from.
@@ -58,13 +43,9 @@ pub fn init_runtime(explicit: Option<&Path>) -> anyhow::Result<PathBuf> {
     if let Some(path) = RUNTIME.get() {
         return Ok(path.clone());
     }
-    let candidates = library_candidates(explicit);
-    let path = candidates.iter().find(|p| p.is_file()).cloned().ok_or_else(|| {
-        anyhow::anyhow!(
-            "ONNX Runtime's library was not found (looked for {}); run `cargo xtask run` once to set it up, or pass --onnxruntime PATH",
-            candidates.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")
-        )
-    })?;
+    // Next to the binary, else where `cargo xtask` laid out the onnxruntime wheel's library.
+    let fallback = Path::new(env!("CARGO_MANIFEST_DIR")).join("../.cache/onnxruntime/lib");
+    let path = find_library(explicit, LIBRARY_NAME, fallback, "ONNX Runtime", "--onnxruntime")?;
     let path = path.canonicalize().unwrap_or(path);
     let display = path.display().to_string();
     // `ort` panics when the library cannot be opened; turn that into an error.
@@ -103,8 +84,7 @@ fn ort_error(context: &str, e: ort::Error) -> BackendError {
 pub struct OnnxGraph {
     inputs: Vec<String>,
     outputs: Vec<String>,
-    idle: Mutex<Vec<Session>>,
-    freed: Condvar,
+    sessions: Pool<Session>,
 }
 
 impl OnnxGraph {
@@ -141,7 +121,7 @@ impl OnnxGraph {
         })?;
         let inputs = sessions[0].inputs.iter().map(|i| i.name.clone()).collect();
         let outputs = sessions[0].outputs.iter().map(|o| o.name.clone()).collect();
-        Ok(Self { inputs, outputs, idle: Mutex::new(sessions), freed: Condvar::new() })
+        Ok(Self { inputs, outputs, sessions: Pool::new(sessions) })
     }
 
     /// Read `path` (an `.onnx` file) and build the graph.
@@ -154,21 +134,6 @@ impl OnnxGraph {
     /// The graph's input names.
     pub fn input_names(&self) -> &[String] {
         &self.inputs
-    }
-
-    fn checkout(&self) -> Session {
-        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
-        loop {
-            if let Some(session) = idle.pop() {
-                return session;
-            }
-            idle = self.freed.wait(idle).unwrap_or_else(|p| p.into_inner());
-        }
-    }
-
-    fn give_back(&self, session: Session) {
-        self.idle.lock().unwrap_or_else(|p| p.into_inner()).push(session);
-        self.freed.notify_one();
     }
 
     fn input_index(&self, name: &str) -> Result<usize, BackendError> {
@@ -274,7 +239,7 @@ impl Graph for OnnxGraph {
             let _ = stopper.terminate();
         });
         let waited = Instant::now();
-        let mut session = self.checkout();
+        let mut session = self.sessions.checkout();
         let queued = waited.elapsed();
         let started = Instant::now();
         let result = session
@@ -295,7 +260,7 @@ impl Graph for OnnxGraph {
                     .collect::<Result<Vec<_>, _>>()?;
                 Ok(Computed { outputs: tensors, inference, queued })
             });
-        self.give_back(session);
+        drop(session);
         result
     }
 }

@@ -8,12 +8,12 @@
 //! through the C API from another thread: past its deadline it is reported, not interrupted.
 
 use std::path::{Path, PathBuf};
-use std::sync::{Condvar, Mutex, OnceLock};
+use std::sync::{Mutex, OnceLock};
 use std::time::Instant;
 
 use openvino::{CompiledModel, Core, DeviceType, ElementType, InferRequest, RwPropertyKey, Shape};
 
-use super::backend::{BackendError, Cancel, Computed, Graph, Tensor};
+use super::backend::{BackendError, Cancel, Computed, Graph, Pool, Tensor, find_library};
 use super::{ErrorCode, ExecutionTarget, TensorType};
 
 /// The library the `openvino` crate opens.
@@ -30,25 +30,6 @@ pub struct OpenVinoOptions {
     pub precision: Option<String>,
 }
 
-/// Where `libopenvino_c.so` is looked for: `explicit`, next to this executable, then the
-/// `openvino` wheel in the repository's set-up venv (its `libs/` directory, where the CPU
-/// plugin also lives).
-pub fn library_candidates(explicit: Option<&Path>) -> Vec<PathBuf> {
-    let mut candidates = Vec::new();
-    if let Some(p) = explicit {
-        candidates.push(if p.is_dir() { p.join(LIBRARY_NAME) } else { p.to_owned() });
-    }
-    if let Some(dir) = std::env::current_exe().ok().and_then(|e| e.parent().map(Path::to_owned)) {
-        candidates.push(dir.join(LIBRARY_NAME));
-    }
-    candidates.push(
-        Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../.cache/venv/lib/python3.11/site-packages/openvino/libs")
-            .join(LIBRARY_NAME),
-    );
-    candidates
-}
-
 static LOADED: OnceLock<PathBuf> = OnceLock::new();
 
 /// Open OpenVINO (once per process); the library path it came from.
@@ -56,13 +37,11 @@ pub fn init_runtime(explicit: Option<&Path>) -> anyhow::Result<PathBuf> {
     if let Some(path) = LOADED.get() {
         return Ok(path.clone());
     }
-    let candidates = library_candidates(explicit);
-    let path = candidates.iter().find(|p| p.is_file()).cloned().ok_or_else(|| {
-        anyhow::anyhow!(
-            "OpenVINO's library was not found (looked for {}); run `cargo xtask run` once to set it up, or pass --openvino PATH",
-            candidates.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")
-        )
-    })?;
+    // Next to the binary, else in the set-up venv's `openvino` wheel (its `libs/` folder,
+    // where the CPU plugin it loads also lives).
+    let fallback =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../.cache/venv/lib/python3.11/site-packages/openvino/libs");
+    let path = find_library(explicit, LIBRARY_NAME, fallback, "OpenVINO", "--openvino")?;
     openvino_sys::library::load_from(path.clone())
         .map_err(|e| anyhow::anyhow!("OpenVINO could not be opened from {}: {e}", path.display()))?;
     Ok(LOADED.get_or_init(|| path).clone())
@@ -106,8 +85,7 @@ fn tensor_type(ty: ElementType) -> Option<TensorType> {
 pub struct OpenVinoGraph {
     inputs: Vec<String>,
     outputs: Vec<String>,
-    idle: Mutex<Vec<InferRequest>>,
-    freed: Condvar,
+    requests: Pool<InferRequest>,
     _compiled: Mutex<CompiledModel>,
 }
 
@@ -171,7 +149,7 @@ impl OpenVinoGraph {
             .map(|_| compiled.create_infer_request())
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| ov_error("cannot create infer requests", e))?;
-        Ok(Self { inputs, outputs, idle: Mutex::new(requests), freed: Condvar::new(), _compiled: Mutex::new(compiled) })
+        Ok(Self { inputs, outputs, requests: Pool::new(requests), _compiled: Mutex::new(compiled) })
     }
 
     /// Read `model.xml` and `model.bin` from `dir` and compile them.
@@ -188,21 +166,6 @@ impl OpenVinoGraph {
             })
         };
         Self::from_ir(&read("model.xml")?, &read("model.bin")?, target, options)
-    }
-
-    fn checkout(&self) -> InferRequest {
-        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
-        loop {
-            if let Some(r) = idle.pop() {
-                return r;
-            }
-            idle = self.freed.wait(idle).unwrap_or_else(|p| p.into_inner());
-        }
-    }
-
-    fn give_back(&self, request: InferRequest) {
-        self.idle.lock().unwrap_or_else(|p| p.into_inner()).push(request);
-        self.freed.notify_one();
     }
 
     fn run(
@@ -256,12 +219,12 @@ impl OpenVinoGraph {
 impl Graph for OpenVinoGraph {
     fn compute(&self, inputs: Vec<(String, Tensor)>, _cancel: &Cancel) -> Result<Computed, BackendError> {
         let waited = Instant::now();
-        let mut request = self.checkout();
+        let mut request = self.requests.checkout();
         let queued = waited.elapsed();
         let started = Instant::now();
         let result = self.run(&mut request, inputs);
         let inference = started.elapsed();
-        self.give_back(request);
+        drop(request);
         Ok(Computed { outputs: result?, inference, queued })
     }
 }
