@@ -159,7 +159,7 @@ fn prune(dir: &Path, keep: usize) {
         .filter(|e| e.path().extension().is_some_and(|x| x == "cwasm"))
         .filter_map(|e| Some((e.metadata().ok()?.modified().ok()?, e.path())))
         .collect();
-    files.sort_by(|a, b| b.0.cmp(&a.0));
+    files.sort_by_key(|f| std::cmp::Reverse(f.0));
     for (_, old) in files.into_iter().skip(keep) {
         let _ = std::fs::remove_file(old);
     }
@@ -186,7 +186,7 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         for i in 0..5 {
             std::fs::write(dir.join(format!("{i}.cwasm")), b"x").unwrap();
-            std::thread::sleep(std::time::Duration::from_millis(5));
+            std::thread::sleep(Duration::from_millis(5));
         }
         std::fs::write(dir.join("other.txt"), b"kept").unwrap();
         prune(&dir, 2);
