@@ -62,6 +62,11 @@ impl AxisWeights {
         (self.starts[i], w)
     }
 
+    /// The longest span.
+    fn max_len(&self) -> usize {
+        self.lens.iter().copied().max().unwrap_or(0)
+    }
+
     /// The input range this axis reads: `first .. last`.
     fn used_range(&self) -> (usize, usize) {
         let n = self.starts.len();
@@ -78,6 +83,100 @@ const HALF: i32 = 1 << (PRECISION_BITS - 1);
 
 /// Horizontal pass over rows `first_row .. first_row + rows` of `src` (`src_w` wide).
 fn horizontal(src: &[u8], src_w: usize, first_row: usize, rows: usize, axis: &AxisWeights) -> Vec<u8> {
+    // Fixed-length kernels for the tap counts of ordinary downscales; the general loop beyond.
+    match axis.max_len() {
+        0..=2 if src_w >= 2 => horizontal_fixed::<2, 7>(src, src_w, first_row, rows, axis),
+        3 if src_w >= 3 => horizontal_fixed::<3, 10>(src, src_w, first_row, rows, axis),
+        4 if src_w >= 4 => horizontal_fixed::<4, 13>(src, src_w, first_row, rows, axis),
+        5..=6 if src_w >= 6 => horizontal_fixed::<6, 19>(src, src_w, first_row, rows, axis),
+        7..=8 if src_w >= 8 => horizontal_fixed::<8, 25>(src, src_w, first_row, rows, axis),
+        9..=12 if src_w >= 12 => horizontal_fixed::<12, 37>(src, src_w, first_row, rows, axis),
+        13..=16 if src_w >= 16 => horizontal_fixed::<16, 49>(src, src_w, first_row, rows, axis),
+        _ => horizontal_any(src, src_w, first_row, rows, axis),
+    }
+}
+
+/// The horizontal pass with every output pixel reading exactly `N` input pixels (`B` = 3N + 1
+/// bytes): spans shorter than `N` are moved left where needed and padded with zero weights,
+/// which leaves every sum unchanged. With the tap count known at compile time the loops
+/// unroll, and each pixel is read as four bytes (RGB plus the next byte, a discarded lane)
+/// into four accumulators, a shape that becomes one SIMD multiply-add per tap.
+fn horizontal_fixed<const N: usize, const B: usize>(
+    src: &[u8],
+    src_w: usize,
+    first_row: usize,
+    rows: usize,
+    axis: &AxisWeights,
+) -> Vec<u8> {
+    debug_assert!(B == 3 * N + 1 && src_w >= N);
+    let out_w = axis.starts.len();
+    let mut offsets = Vec::with_capacity(out_w);
+    let mut kernels = Vec::with_capacity(out_w);
+    for x in 0..out_w {
+        let (start, weights) = axis.span(x);
+        let first = start.min(src_w - N);
+        let mut kernel = [0i32; N];
+        kernel[start - first..start - first + weights.len()].copy_from_slice(weights);
+        offsets.push(first * 3);
+        kernels.push(kernel);
+    }
+    let row_bytes = src_w * 3;
+    let mut out = vec![0u8; out_w * rows * 3];
+    let mut padded = Vec::new();
+    for (y, out_row) in out.chunks_exact_mut(out_w * 3).enumerate() {
+        let begin = (first_row + y) * row_bytes;
+        // The last pixel's fourth byte lies past the end of the image: read that row from a copy.
+        let row = match src.get(begin..begin + row_bytes + 1) {
+            Some(row) => row,
+            None => {
+                padded.clear();
+                padded.extend_from_slice(&src[begin..begin + row_bytes]);
+                padded.push(0);
+                &padded[..]
+            }
+        };
+        for ((px, &offset), kernel) in out_row.chunks_exact_mut(3).zip(&offsets).zip(&kernels) {
+            let Some(taps) = row[offset..].first_chunk::<B>() else { continue };
+            let acc = weighted_sum(taps, kernel);
+            px.copy_from_slice(&[clip8(acc[0]), clip8(acc[1]), clip8(acc[2])]);
+        }
+    }
+    out
+}
+
+/// `HALF + Σ kernel[j] × pixel j` for the `N` pixels in `taps`, in four lanes (R, G, B and
+/// a discarded lane).
+#[cfg(not(all(target_arch = "wasm32", target_feature = "simd128")))]
+#[inline(always)]
+fn weighted_sum<const N: usize, const B: usize>(taps: &[u8; B], kernel: &[i32; N]) -> [i32; 4] {
+    let mut acc = [HALF; 4];
+    for (j, &k) in kernel.iter().enumerate() {
+        for (c, a) in acc.iter_mut().enumerate() {
+            *a += i32::from(taps[3 * j + c]) * k;
+        }
+    }
+    acc
+}
+
+/// [`weighted_sum`] in SIMD128 (the guest): each pixel is one 32-bit load widened to four
+/// 32-bit lanes, then one multiply and one add per tap. Same integer arithmetic, same result.
+#[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+#[inline(always)]
+fn weighted_sum<const N: usize, const B: usize>(taps: &[u8; B], kernel: &[i32; N]) -> [i32; 4] {
+    use core::arch::wasm32::{
+        i32x4_add, i32x4_extract_lane, i32x4_mul, i32x4_splat, u16x8_extend_low_u8x16, u32x4, u32x4_extend_low_u16x8,
+    };
+    let mut acc = i32x4_splat(HALF);
+    for (j, &k) in kernel.iter().enumerate() {
+        let bytes = u32::from_le_bytes([taps[3 * j], taps[3 * j + 1], taps[3 * j + 2], taps[3 * j + 3]]);
+        let pixel = u32x4_extend_low_u16x8(u16x8_extend_low_u8x16(u32x4(bytes, 0, 0, 0)));
+        acc = i32x4_add(acc, i32x4_mul(pixel, i32x4_splat(k)));
+    }
+    [i32x4_extract_lane::<0>(acc), i32x4_extract_lane::<1>(acc), i32x4_extract_lane::<2>(acc), 0]
+}
+
+/// The horizontal pass for any span length (very large downscales, tiny images).
+fn horizontal_any(src: &[u8], src_w: usize, first_row: usize, rows: usize, axis: &AxisWeights) -> Vec<u8> {
     let out_w = axis.starts.len();
     let mut out = vec![0u8; out_w * rows * 3];
     for (y, out_row) in out.chunks_exact_mut(out_w * 3).enumerate() {
@@ -137,4 +236,52 @@ pub fn resize_bilinear(img: &RgbImage, width: u32, height: u32) -> RgbImage {
         vertical(img.as_raw(), src_w, &rows, 0)
     };
     RgbImage::from_raw(width, height, data).unwrap_or_else(|| RgbImage::new(width, height))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pattern(w: usize, h: usize) -> Vec<u8> {
+        (0..w * h * 3).map(|i| ((i * 7919 + i / 5 * 31) % 251) as u8).collect()
+    }
+
+    /// Every fixed-length kernel (and the padding of short spans, and the last row's spare
+    /// byte) gives exactly what the general loop gives.
+    #[test]
+    fn fixed_kernels_equal_the_general_loop() {
+        for (src_w, dst_w) in [
+            (20, 40),
+            (60, 40),
+            (40, 50),
+            (40, 13),
+            (100, 41),
+            (100, 30),
+            (120, 31),
+            (300, 61),
+            (300, 41),
+            (500, 63),
+            (9, 3),
+        ] {
+            let src_h = 7;
+            let src = pattern(src_w, src_h);
+            let axis = AxisWeights::new(src_w, dst_w);
+            let general = horizontal_any(&src, src_w, 0, src_h, &axis);
+            let chosen = horizontal(&src, src_w, 0, src_h, &axis);
+            assert_eq!(chosen, general, "{src_w} → {dst_w} (longest span {})", axis.max_len());
+        }
+    }
+
+    #[test]
+    fn spans_cover_the_input_and_weights_sum_to_one() {
+        for (n, m) in [(1280, 416), (600, 416), (37, 50), (5000, 416)] {
+            let axis = AxisWeights::new(n, m);
+            let (first, last) = axis.used_range();
+            assert!(first == 0 && last == n, "{n} → {m}: reads {first}..{last}");
+            for i in 0..m {
+                let sum: i32 = axis.span(i).1.iter().sum();
+                assert!((sum - (1 << PRECISION_BITS)).abs() <= axis.lens[i] as i32, "{n} → {m}, output {i}: {sum}");
+            }
+        }
+    }
 }
