@@ -51,6 +51,8 @@ pub enum ErrorCode {
     FunctionTimeout,
     /// The invocation burnt its whole fuel budget and was stopped.
     FuelExhausted,
+    /// The function needed more linear memory than its limit and was stopped.
+    MemoryExhausted,
     /// One inference ran past its deadline and was stopped.
     InferenceTimeout,
     /// Every instance slot is busy and the wait queue is full or too slow.
@@ -81,7 +83,11 @@ impl ErrorCode {
             Self::RateLimited | Self::ConcurrencyLimited => 429,
             Self::Overloaded => 503,
             Self::FunctionTimeout | Self::FuelExhausted | Self::InferenceTimeout => 504,
-            Self::ModelInvalid | Self::InferenceFailed | Self::FunctionFailed | Self::Internal => 500,
+            Self::ModelInvalid
+            | Self::InferenceFailed
+            | Self::FunctionFailed
+            | Self::MemoryExhausted
+            | Self::Internal => 500,
         }
     }
 
@@ -109,6 +115,7 @@ impl ErrorCode {
             Self::FunctionFailed => "function_failed",
             Self::FunctionTimeout => "function_timeout",
             Self::FuelExhausted => "fuel_exhausted",
+            Self::MemoryExhausted => "memory_exhausted",
             Self::InferenceTimeout => "inference_timeout",
             Self::Overloaded => "overloaded",
             Self::RateLimited => "rate_limited",

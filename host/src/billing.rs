@@ -253,6 +253,7 @@ async fn execute(
         Outcome::Failed(Failure::Trap, _) => Recorded::Trap,
         Outcome::Failed(Failure::Timeout, _) => Recorded::Timeout,
         Outcome::Failed(Failure::OutOfFuel, _) => Recorded::OutOfFuel,
+        Outcome::Failed(Failure::OutOfMemory, _) => Recorded::OutOfMemory,
     };
     let invoked = Invoked { id: &id, caller: &caller, ts_us, route, status, outcome };
     let mut e = invoked.entry(&usage, tokens);

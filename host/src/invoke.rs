@@ -16,7 +16,7 @@ use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
 
 use crate::metering::Usage;
 use crate::nn::registry::GraphRegistry;
-use crate::state::InvocationState;
+use crate::state::{InvocationState, MemoryMeter};
 
 /// The response header through which the function reports decoded pixels (stripped
 /// before the client sees the response, so a client cannot forge it).
@@ -68,16 +68,39 @@ pub enum Failure {
     Timeout,
     /// The fuel budget ran out.
     OutOfFuel,
+    /// The guest was refused the memory it asked for, and then stopped.
+    OutOfMemory,
 }
 
 impl Failure {
-    fn of(error: &wasmtime::Error) -> Self {
+    /// Classify a guest's error, with a message for the client: the root cause only (the
+    /// full error, with its wasm backtrace, goes to the log).
+    fn of(error: &wasmtime::Error, memory: &MemoryMeter) -> (Self, String) {
+        let cause = error.root_cause().to_string();
         match error.downcast_ref::<wasmtime::Trap>() {
-            Some(wasmtime::Trap::Interrupt) => Self::Timeout,
-            Some(wasmtime::Trap::OutOfFuel) => Self::OutOfFuel,
-            _ => Self::Trap,
+            Some(wasmtime::Trap::Interrupt) => (Self::Timeout, cause),
+            Some(wasmtime::Trap::OutOfFuel) => (Self::OutOfFuel, cause),
+            _ => match memory.refused() {
+                // Rust's allocator aborts when `memory.grow` fails: the trap is the refusal.
+                Some(asked) => (
+                    Self::OutOfMemory,
+                    format!(
+                        "the function needed more memory than its limit of {} MiB (it asked for {} MiB) and was stopped",
+                        memory.cap() >> 20,
+                        asked.div_ceil(1 << 20)
+                    ),
+                ),
+                None => (Self::Trap, cause),
+            },
         }
     }
+}
+
+/// What a finished store leaves behind.
+struct Ended {
+    usage: Usage,
+    result: wasmtime::Result<()>,
+    memory: MemoryMeter,
 }
 
 /// The result of one invocation.
@@ -175,16 +198,20 @@ impl Invoker {
             g = &mut guest => {
                 // Measure before the store goes, then let the channels close.
                 let finished = g.map(|(store, result)| {
-                    let usage = self.usage(&store, started);
+                    let ended = self.ended(&store, started, result);
                     drop(store);
-                    (usage, result)
+                    ended
                 });
                 let r = response.await;
                 return Ok(self.finish(finished.map_err(|e| e.to_string()), r));
             }
         };
-        let finished = finished.map(|(store, result)| (self.usage(&store, started), result)).map_err(|e| e.to_string());
+        let finished = finished.map(|(store, result)| self.ended(&store, started, result)).map_err(|e| e.to_string());
         Ok(self.finish(finished, response))
+    }
+
+    fn ended(&self, store: &Store<InvocationState>, started: Instant, result: wasmtime::Result<()>) -> Ended {
+        Ended { usage: self.usage(store, started), result, memory: store.data().memory.clone() }
     }
 
     fn usage(&self, store: &Store<InvocationState>, started: Instant) -> Usage {
@@ -203,13 +230,15 @@ impl Invoker {
         }
     }
 
-    fn finish(
-        &self,
-        finished: Result<(Usage, wasmtime::Result<()>), String>,
-        response: Result<GuestResponse, String>,
-    ) -> Invocation {
+    fn finish(&self, finished: Result<Ended, String>, response: Result<GuestResponse, String>) -> Invocation {
         let (mut usage, guest_result) = match finished {
-            Ok((usage, result)) => (usage, result.map_err(|e| (Failure::of(&e), format!("{e:?}")))),
+            Ok(Ended { usage, result, memory }) => (
+                usage,
+                result.map_err(|e| {
+                    tracing::warn!(error = format!("{e:?}"), "the function failed");
+                    Failure::of(&e, &memory)
+                }),
+            ),
             Err(join_error) => {
                 (Usage::default(), Err((Failure::Trap, format!("the invocation task failed: {join_error}"))))
             }

@@ -29,6 +29,8 @@ pub enum Outcome {
     Timeout,
     /// The function burnt its whole fuel budget.
     OutOfFuel,
+    /// The function needed more memory than its limit.
+    OutOfMemory,
     /// An idempotent replay: nothing executed.
     Replay,
 }
@@ -41,6 +43,7 @@ impl Outcome {
             Self::Trap => "trap",
             Self::Timeout => "timeout",
             Self::OutOfFuel => "out_of_fuel",
+            Self::OutOfMemory => "out_of_memory",
             Self::Replay => "replay",
         }
     }
@@ -61,7 +64,7 @@ pub struct Entry {
     pub route: String,
     /// HTTP status answered.
     pub status: u16,
-    /// `answered`, `trap`, `timeout`, `out_of_fuel` or `replay`.
+    /// `answered`, `trap`, `timeout`, `out_of_fuel`, `out_of_memory` or `replay`.
     pub outcome: String,
     /// Guest fuel consumed.
     pub fuel: i64,

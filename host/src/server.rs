@@ -253,6 +253,7 @@ pub fn function_reply(outcome: &Outcome) -> Reply {
                 ErrorCode::FuelExhausted,
                 format!("the function burnt its whole fuel budget and was stopped: {message}"),
             ),
+            Failure::OutOfMemory => ApiError::new(ErrorCode::MemoryExhausted, message.clone()),
         }),
     }
 }

@@ -18,12 +18,24 @@ pub const GUEST_MODELS_DIR: &str = "/models";
 pub struct MemoryMeter {
     cap: usize,
     peak: usize,
+    refused: Option<usize>,
 }
 
 impl MemoryMeter {
     /// A meter that refuses growth beyond `cap` bytes per linear memory.
     pub fn new(cap: usize) -> Self {
-        Self { cap, peak: 0 }
+        Self { cap, peak: 0, refused: None }
+    }
+
+    /// The cap, in bytes.
+    pub fn cap(&self) -> usize {
+        self.cap
+    }
+
+    /// The largest size a linear memory asked for and was refused, if any (the guest then
+    /// usually aborts: Rust's allocator treats a refused `memory.grow` as out of memory).
+    pub fn refused(&self) -> Option<usize> {
+        self.refused
     }
 
     /// The largest size any linear memory of the store reached, in bytes.
@@ -37,6 +49,8 @@ impl wasmtime::ResourceLimiter for MemoryMeter {
         let allowed = desired <= self.cap && maximum.is_none_or(|m| desired <= m);
         if allowed {
             self.peak = self.peak.max(desired);
+        } else {
+            self.refused = Some(self.refused.unwrap_or(0).max(desired));
         }
         Ok(allowed)
     }
@@ -144,5 +158,6 @@ mod tests {
         assert!(!m.memory_growing(512 << 10, 2 << 20, None).unwrap(), "over the cap");
         assert!(!m.memory_growing(512 << 10, 768 << 10, Some(600 << 10)).unwrap(), "over the module's maximum");
         assert_eq!(m.peak(), 512 << 10, "refused growth is not counted");
+        assert_eq!(m.refused(), Some(2 << 20), "the largest refused size is kept");
     }
 }
