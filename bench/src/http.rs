@@ -16,7 +16,8 @@ pub struct Target {
     pub content_type: String,
 }
 
-fn agent() -> ureq::Agent {
+/// A client that reports every status as an answer, with a long timeout.
+pub fn agent() -> ureq::Agent {
     ureq::Agent::config_builder()
         .http_status_as_error(false)
         .timeout_global(Some(Duration::from_secs(300)))
