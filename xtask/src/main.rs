@@ -408,10 +408,10 @@ impl Repo {
         )?;
         step("the `cuda` feature compiles");
         run_cmd(cargo().args(["check", "-p", "yolo-edge", "--features", "cuda"]).current_dir(&self.root))?;
-        step("clippy (the wasm32-wasip2 components)");
+        step("clippy (the wasm32-wasip2 components, and yolo-core's guest-only SIMD128 code)");
         run_cmd(
             cargo()
-                .args(["clippy", "--target", "wasm32-wasip2"])
+                .args(["clippy", "--target", "wasm32-wasip2", "--all-targets", "-p", "yolo-core"])
                 .args(WASM_CRATES.iter().flat_map(|c| ["-p", c]))
                 .args(["--", "-D", "warnings"])
                 .current_dir(&self.root),
