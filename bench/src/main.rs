@@ -170,6 +170,30 @@ fn stock_server() -> anyhow::Result<Server> {
     Ok(server)
 }
 
+/// `reps` alternations of one bare pipeline run and one request to a server, after three
+/// unmeasured ones: the bare runs' total and inference times (ms) and the server's answers.
+fn interleaved(
+    reps: usize,
+    bare: &bare::Bare,
+    image: &[u8],
+    agent: &ureq::Agent,
+    server: &http::Target,
+) -> anyhow::Result<(Vec<f64>, Vec<f64>, Vec<http::Answer>)> {
+    for _ in 0..3 {
+        bare.run(image)?;
+        http::send(agent, server)?;
+    }
+    let (mut total, mut inference, mut answers) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..reps {
+        let started = Instant::now();
+        let run = bare.run(image)?;
+        total.push(started.elapsed().as_secs_f64() * 1000.0);
+        inference.push(run.inference.as_secs_f64() * 1000.0);
+        answers.push(http::send(agent, server)?);
+    }
+    Ok((total, inference, answers))
+}
+
 fn latency_json(s: &Summary) -> Value {
     json!({"n": s.n, "p50_ms": s.p50, "p99_ms": s.p99, "mean_ms": s.mean})
 }
@@ -207,18 +231,7 @@ fn main() -> anyhow::Result<()> {
     for image in &IMAGES {
         let bytes = photo_bytes(image.name);
         let t = target(host.url("/detect"), Some(&host.key), image);
-        for _ in 0..3 {
-            bare.run(&bytes)?;
-            http::send(&agent, &t)?;
-        }
-        let (mut total, mut nn, mut answers) = (Vec::new(), Vec::new(), Vec::new());
-        for _ in 0..cfg.reps {
-            let started = Instant::now();
-            let run = bare.run(&bytes)?;
-            total.push(started.elapsed().as_secs_f64() * 1000.0);
-            nn.push(run.inference.as_secs_f64() * 1000.0);
-            answers.push(http::send(&agent, &t)?);
-        }
+        let (total, nn, answers) = interleaved(cfg.reps, &bare, &bytes, &agent, &t)?;
         anyhow::ensure!(answers.iter().all(|a| a.status == 200), "the host failed: {}", answers[0].body);
         let got: Value = serde_json::from_str(&answers[0].body)?;
         if got["detections"] != serde_json::to_value(bare.run(&bytes)?.detections)? {
@@ -297,18 +310,7 @@ fn main() -> anyhow::Result<()> {
     step("OpenVINO: bare pipeline and yolo-edge --backend openvino, interleaved");
     // The host's configuration: one stream (and infer request) per core.
     let bare_ov = bare::Bare::load_openvino(&model_dir(), cores)?;
-    for _ in 0..3 {
-        bare_ov.run(&large_bytes)?;
-        http::send(&agent, &ov_t)?;
-    }
-    let (mut ov_total, mut ov_nn, mut ov_answers) = (Vec::new(), Vec::new(), Vec::new());
-    for _ in 0..cfg.reps {
-        let started = Instant::now();
-        let run = bare_ov.run(&large_bytes)?;
-        ov_total.push(started.elapsed().as_secs_f64() * 1000.0);
-        ov_nn.push(run.inference.as_secs_f64() * 1000.0);
-        ov_answers.push(http::send(&agent, &ov_t)?);
-    }
+    let (ov_total, ov_nn, ov_answers) = interleaved(cfg.reps, &bare_ov, &large_bytes, &agent, &ov_t)?;
     anyhow::ensure!(ov_answers.iter().all(|a| a.status == 200), "OpenVINO host failed: {}", ov_answers[0].body);
     let (bare_ov_lat, bare_ov_nn) = (summarize(&ov_total), summarize(&ov_nn));
     let ov_host_lat = summarize(&ov_answers.iter().map(|a| a.ms).collect::<Vec<_>>());
