@@ -272,6 +272,25 @@ mod tests {
         }
     }
 
+    /// The same over many sizes, from one pixel up, shrinking and enlarging.
+    #[test]
+    fn fixed_kernels_equal_the_general_loop_for_all_small_sizes() {
+        for src_w in 1..=64 {
+            for dst_w in [1, 2, 3, src_w / 2, src_w / 3, src_w / 5, src_w / 7, src_w - 1, src_w * 2, src_w * 3] {
+                if dst_w == 0 || dst_w == src_w {
+                    continue;
+                }
+                let src = pattern(src_w, 2);
+                let axis = AxisWeights::new(src_w, dst_w);
+                assert_eq!(
+                    horizontal(&src, src_w, 0, 2, &axis),
+                    horizontal_any(&src, src_w, 0, 2, &axis),
+                    "{src_w} → {dst_w}"
+                );
+            }
+        }
+    }
+
     #[test]
     fn spans_cover_the_input_and_weights_sum_to_one() {
         for (n, m) in [(1280, 416), (600, 416), (37, 50), (5000, 416)] {
