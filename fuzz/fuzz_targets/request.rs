@@ -1,10 +1,11 @@
 //! Fuzz the function's whole input path: body form, JSON / base64 / data URL / query
-//! parsing, option validation and image decoding. Nothing may panic, and every refusal
+//! parsing, option validation, image decoding and letterboxing. Nothing may panic, and every refusal
 //! must carry a status the function can answer.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 use yolo_core::decode::{DecodeLimits, decode_rgb};
+use yolo_core::letterbox::letterbox_le_bytes;
 use yolo_core::request::parse_detect_request;
 
 const CONTENT_TYPES: [Option<&str>; 6] =
@@ -21,8 +22,15 @@ fuzz_target!(|data: &[u8]| {
         Ok(request) => {
             // Small limits keep each run fast; the limit logic is what is under test.
             let limits = DecodeLimits { max_side: 2048, max_pixels: 1 << 20 };
-            if let Err(e) = decode_rgb(&request.image, limits) {
-                assert!(matches!(e.status(), 413 | 415 | 422), "{e}");
+            match decode_rgb(&request.image, limits) {
+                // Whatever decodes must letterbox, at the model's size or an odd one.
+                Ok(image) => {
+                    let (w, h) = if selector & 0x80 == 0 { (416, 416) } else { (33, 17) };
+                    let (tensor, geometry) = letterbox_le_bytes(&image, w, h, [114, 114, 114]);
+                    assert_eq!(tensor.len(), 3 * 4 * (w * h) as usize);
+                    assert!(geometry.width <= w && geometry.height <= h);
+                }
+                Err(e) => assert!(matches!(e.status(), 413 | 415 | 422), "{e}"),
             }
         }
         Err(e) => assert!((400..500).contains(&e.status()), "{e}"),
