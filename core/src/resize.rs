@@ -137,34 +137,35 @@ fn horizontal_fixed<const N: usize, const B: usize>(
         };
         for ((px, &offset), kernel) in out_row.chunks_exact_mut(3).zip(&offsets).zip(&kernels) {
             let Some(taps) = row[offset..].first_chunk::<B>() else { continue };
-            let acc = weighted_sum(taps, kernel);
-            px.copy_from_slice(&[clip8(acc[0]), clip8(acc[1]), clip8(acc[2])]);
+            px.copy_from_slice(&weighted_pixel(taps, kernel));
         }
     }
     out
 }
 
-/// `HALF + Σ kernel[j] × pixel j` for the `N` pixels in `taps`, in four lanes (R, G, B and
-/// a discarded lane).
+/// One output pixel: `clip8(HALF + Σ kernel[j] × pixel j)` per channel for the `N` pixels in
+/// `taps`, accumulated in four lanes (R, G, B and a discarded lane).
 #[cfg(not(all(target_arch = "wasm32", target_feature = "simd128")))]
 #[inline(always)]
-fn weighted_sum<const N: usize, const B: usize>(taps: &[u8; B], kernel: &[i32; N]) -> [i32; 4] {
+fn weighted_pixel<const N: usize, const B: usize>(taps: &[u8; B], kernel: &[i32; N]) -> [u8; 3] {
     let mut acc = [HALF; 4];
     for (j, &k) in kernel.iter().enumerate() {
         for (c, a) in acc.iter_mut().enumerate() {
             *a += i32::from(taps[3 * j + c]) * k;
         }
     }
-    acc
+    [clip8(acc[0]), clip8(acc[1]), clip8(acc[2])]
 }
 
-/// [`weighted_sum`] in SIMD128 (the guest): each pixel is one 32-bit load widened to four
-/// 32-bit lanes, then one multiply and one add per tap. Same integer arithmetic, same result.
+/// [`weighted_pixel`] in SIMD128 (the guest): each pixel is one 32-bit load widened to four
+/// 32-bit lanes, then one multiply and one add per tap; the shift and the two saturating
+/// narrowings (i32 → i16 → u8) are `clip8` on all lanes at once. Same integers, same bytes.
 #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
 #[inline(always)]
-fn weighted_sum<const N: usize, const B: usize>(taps: &[u8; B], kernel: &[i32; N]) -> [i32; 4] {
+fn weighted_pixel<const N: usize, const B: usize>(taps: &[u8; B], kernel: &[i32; N]) -> [u8; 3] {
     use core::arch::wasm32::{
-        i32x4_add, i32x4_extract_lane, i32x4_mul, i32x4_splat, u16x8_extend_low_u8x16, u32x4, u32x4_extend_low_u16x8,
+        i16x8_narrow_i32x4, i32x4_add, i32x4_mul, i32x4_shr, i32x4_splat, u8x16_narrow_i16x8, u16x8_extend_low_u8x16,
+        u32x4, u32x4_extend_low_u16x8, u32x4_extract_lane,
     };
     let mut acc = i32x4_splat(HALF);
     for (j, &k) in kernel.iter().enumerate() {
@@ -172,7 +173,10 @@ fn weighted_sum<const N: usize, const B: usize>(taps: &[u8; B], kernel: &[i32; N
         let pixel = u32x4_extend_low_u16x8(u16x8_extend_low_u8x16(u32x4(bytes, 0, 0, 0)));
         acc = i32x4_add(acc, i32x4_mul(pixel, i32x4_splat(k)));
     }
-    [i32x4_extract_lane::<0>(acc), i32x4_extract_lane::<1>(acc), i32x4_extract_lane::<2>(acc), 0]
+    let shifted = i32x4_shr(acc, PRECISION_BITS);
+    let clipped = u8x16_narrow_i16x8(i16x8_narrow_i32x4(shifted, shifted), i16x8_narrow_i32x4(shifted, shifted));
+    let [r, g, b, _] = u32x4_extract_lane::<0>(clipped).to_le_bytes();
+    [r, g, b]
 }
 
 /// The horizontal pass for any span length (very large downscales, tiny images).
