@@ -311,6 +311,7 @@ async fn execute(
         peak_memory = usage.peak_memory,
         pixels = usage.pixels,
         failure,
+        detail = invocation.detail,
         "invocation"
     );
     reply

@@ -77,21 +77,20 @@ impl Failure {
     /// full error, with its wasm backtrace, goes to the log).
     fn of(error: &wasmtime::Error, memory: &MemoryMeter) -> (Self, String) {
         let cause = error.root_cause().to_string();
-        match error.downcast_ref::<wasmtime::Trap>() {
-            Some(wasmtime::Trap::Interrupt) => (Self::Timeout, cause),
-            Some(wasmtime::Trap::OutOfFuel) => (Self::OutOfFuel, cause),
-            _ => match memory.refused() {
-                // Rust's allocator aborts when `memory.grow` fails: the trap is the refusal.
-                Some(asked) => (
-                    Self::OutOfMemory,
-                    format!(
-                        "the function needed more memory than its limit of {} MiB (it asked for {} MiB) and was stopped",
-                        memory.cap() >> 20,
-                        asked.div_ceil(1 << 20)
-                    ),
+        match (error.downcast_ref::<wasmtime::Trap>(), memory.refused()) {
+            (Some(wasmtime::Trap::Interrupt), _) => (Self::Timeout, cause),
+            (Some(wasmtime::Trap::OutOfFuel), _) => (Self::OutOfFuel, cause),
+            // Rust's allocator aborts (`unreachable`) when `memory.grow` fails over the cap: that
+            // abort after a refusal is the refusal. Any other trap stays a trap.
+            (Some(wasmtime::Trap::UnreachableCodeReached), Some(size)) => (
+                Self::OutOfMemory,
+                format!(
+                    "the function needed more memory than its limit of {} MiB (its memory would have grown to {} MiB) and was stopped",
+                    memory.cap() >> 20,
+                    size.div_ceil(1 << 20)
                 ),
-                None => (Self::Trap, cause),
-            },
+            ),
+            _ => (Self::Trap, cause),
         }
     }
 }
@@ -110,6 +109,9 @@ pub struct Invocation {
     pub outcome: Outcome,
     /// What it consumed.
     pub usage: Usage,
+    /// For a guest error: the whole error, with its wasm backtrace (for the log only; the
+    /// client's message is its root cause).
+    pub detail: Option<String>,
 }
 
 /// Instantiates the component per request.
@@ -144,6 +146,7 @@ impl Invoker {
             Err(e) => Invocation {
                 outcome: Outcome::Failed(Failure::Trap, format!("{e:#}")),
                 usage: Usage { wall: started.elapsed(), ..Usage::default() },
+                detail: Some(format!("{e:?}")),
             },
         }
     }
@@ -231,11 +234,12 @@ impl Invoker {
     }
 
     fn finish(&self, finished: Result<Ended, String>, response: Result<GuestResponse, String>) -> Invocation {
+        let mut detail = None;
         let (mut usage, guest_result) = match finished {
             Ok(Ended { usage, result, memory }) => (
                 usage,
                 result.map_err(|e| {
-                    tracing::warn!(error = format!("{e:?}"), "the function failed");
+                    detail = Some(format!("{e:?}"));
                     Failure::of(&e, &memory)
                 }),
             ),
@@ -257,6 +261,6 @@ impl Invoker {
             (Err(missing), Ok(())) => Outcome::Failed(Failure::Trap, missing),
             (Err(_), Err((kind, trap))) => Outcome::Failed(kind, trap),
         };
-        Invocation { outcome, usage }
+        Invocation { outcome, usage, detail }
     }
 }

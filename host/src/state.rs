@@ -32,8 +32,9 @@ impl MemoryMeter {
         self.cap
     }
 
-    /// The largest size a linear memory asked for and was refused, if any (the guest then
+    /// The largest size a linear memory asked to grow to over the cap, if any (the guest then
     /// usually aborts: Rust's allocator treats a refused `memory.grow` as out of memory).
+    /// A growth refused only by the module's own declared maximum is not counted here.
     pub fn refused(&self) -> Option<usize> {
         self.refused
     }
@@ -49,7 +50,7 @@ impl wasmtime::ResourceLimiter for MemoryMeter {
         let allowed = desired <= self.cap && maximum.is_none_or(|m| desired <= m);
         if allowed {
             self.peak = self.peak.max(desired);
-        } else {
+        } else if desired > self.cap {
             self.refused = Some(self.refused.unwrap_or(0).max(desired));
         }
         Ok(allowed)
