@@ -4,6 +4,7 @@
 //! ```text
 //! cargo run --release -p yolo-core --example stages -- tests/data/large.jpg
 //! cargo build --profile wasm --target wasm32-wasip2 -p yolo-core --example stages
+//! cargo build --release -p yolo-edge --example wasi_run
 //! WASI_RUN_FUEL=1 target/release/examples/wasi_run \
 //!     target/wasm32-wasip2/wasm/examples/stages.wasm tests/data/large.jpg
 //! ```
