@@ -477,17 +477,18 @@ fn main() -> anyhow::Result<()> {
         IMAGES[0].name, bare_ov_lat.p50, bare_ov_lat.p99, bare_ov_nn.p50, ratio(bare_ov_lat.p50, bare_lat[0].p50),
         ov_host_lat.p50, ov_host_lat.p99, ratio(ov_host_lat.p50, bare_ov_lat.p50)
     ));
-    md.push_str("\n## Cost of fuel metering (same requests, interleaved)\n\n| image | fuel on p50 (ms) | fuel off p50 (ms) | overhead | guest time on / off (ms, wall − inference) |\n|---|---|---|---|---|\n");
+    md.push_str("\n## Cost of fuel metering (same requests, interleaved)\n\n| image | fuel on p50 (ms) | fuel off p50 (ms) | overhead, whole requests | guest time on / off (ms, wall − inference) | overhead from guest time (Δ guest ÷ fuel-off p50) |\n|---|---|---|---|---|---|\n");
     for (i, image) in IMAGES.iter().enumerate() {
         let (on, off, gon, goff) = &metering[i];
         md.push_str(&format!(
-            "| {} | {:.1} | {:.1} | {:+.1}% | {:.1} / {:.1} |\n",
+            "| {} | {:.1} | {:.1} | {:+.1}% | {:.1} / {:.1} | {:+.1}% |\n",
             image.name,
             on.p50,
             off.p50,
             (ratio(on.p50, off.p50) - 1.0) * 100.0,
             gon.p50,
-            goff.p50
+            goff.p50,
+            ratio(gon.p50 - goff.p50, off.p50) * 100.0
         ));
     }
     md.push_str(&format!(
@@ -505,12 +506,16 @@ fn main() -> anyhow::Result<()> {
         IMAGES.iter().enumerate().map(|(i, _)| ratio(host_lat[i].p50, bare_lat[i].p50)).fold(0.0, f64::max);
     let worst_metering =
         metering.iter().map(|(on, off, _, _)| ratio(on.p50, off.p50) - 1.0).fold(f64::MIN, f64::max) * 100.0;
+    // Fuel only slows guest code, so the guest-time difference isolates it from the noise of
+    // inference; the target is still judged on whole requests.
+    let worst_metering_guest =
+        metering.iter().map(|(_, off, gon, goff)| ratio(gon.p50 - goff.p50, off.p50)).fold(f64::MIN, f64::max) * 100.0;
     let stock_tp = stock.as_ref().map_or(f64::NAN, |(_, tp, _)| *tp);
     md.push_str(&format!(
         "\n## Targets\n\n| target | this run | |\n|---|---|---|\n\
          | warm p50 ≤ 1.10× the bare pipeline (same backend) | {worst_ratio:.2}× (worst image) | {} |\n\
          | 8-client throughput ≥ 0.9 × cores ÷ bare inference | {:.2}× | {} |\n\
-         | metering overhead ≤ 3 % | {worst_metering:+.1} % (worst image) | {} |\n\
+         | metering overhead ≤ 3 % | {worst_metering:+.1} % whole requests, {worst_metering_guest:+.1} % from guest time (worst image) | {} |\n\
          | cold start ≤ 1 s | {:.0} ms | {} |\n\
          | ≥ 5× stock `wasmtime serve -S nn` | {:.1}× | {} |\n\
          | ≥ 1.5× the Python server | {:.1}× | {} |\n\n\
@@ -524,9 +529,9 @@ fn main() -> anyhow::Result<()> {
          too. The Python baseline decodes and resizes with native SIMD code (libjpeg-turbo, Pillow) \
          and lets ONNX Runtime use both cores for one request. Stock `wasmtime serve` loads the graph \
          for every request, but 5× its throughput would exceed what 2 cores can infer at all (the \
-         ideal above). Fuel metering costs guest time only: {:.1} ms on vs {:.1} ms off for {} (the \
-         guest-time columns above); on a whole request, earlier runs of this benchmark measured \
-         between −3.5 % and +5.7 %, so one run's figure is mostly this machine's noise.\n",
+         ideal above). Fuel metering costs guest time only: {:.1} ms on vs {:.1} ms off for {}; \
+         both estimates move by a few percent between runs of this benchmark, in both directions \
+         (this machine's noise); the fuel counts above are exact and repeat to the unit.\n",
         met(worst_ratio <= 1.10),
         ratio(host8, ideal_tp),
         met(ratio(host8, ideal_tp) >= 0.9),
