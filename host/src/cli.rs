@@ -1,7 +1,7 @@
 //! The `yolo-edge` command line (clap): `serve`.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -299,6 +299,22 @@ pub struct RuntimeArgs {
     pub exit_on_stdin_eof: bool,
 }
 
+/// `serve` and `up`: run `plan` until shutdown, then stop the runtime without waiting for
+/// blocking reads that never end (standard input).
+fn serve_plan(
+    runtime: tokio::runtime::Runtime,
+    plan: Plan,
+    args: &RuntimeArgs,
+    listen: SocketAddr,
+    data_dir: &Path,
+    config: Config,
+    config_path: Option<PathBuf>,
+) -> anyhow::Result<()> {
+    let served = runtime.block_on(launch(plan, args, listen, data_dir, config, config_path));
+    runtime.shutdown_timeout(Duration::from_secs(1));
+    served
+}
+
 /// Parse the command line and run.
 pub fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
@@ -309,21 +325,10 @@ pub fn main() -> anyhow::Result<()> {
     let (config, config_path) = Config::load(cli.config.as_deref())?;
     match cli.command {
         Command::Serve(args) => {
-            let served = runtime.block_on(async {
-                let plan = Plan::serve(&args)?;
-                launch(plan, &args.runtime, args.listen, &data_dir, config, config_path).await
-            });
-            // Do not wait for blocking reads that never end (standard input) on the way out.
-            runtime.shutdown_timeout(Duration::from_secs(1));
-            served
+            serve_plan(runtime, Plan::serve(&args)?, &args.runtime, args.listen, &data_dir, config, config_path)
         }
         Command::Up(args) => {
-            let served = runtime.block_on(async {
-                let plan = Plan::up(&args)?;
-                launch(plan, &args.runtime, args.listen, &data_dir, config, config_path).await
-            });
-            runtime.shutdown_timeout(Duration::from_secs(1));
-            served
+            serve_plan(runtime, Plan::up(&args)?, &args.runtime, args.listen, &data_dir, config, config_path)
         }
         Command::Compose(args) => {
             let function =
