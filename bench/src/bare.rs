@@ -3,8 +3,7 @@
 //! yolo-edge measures itself against.
 
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use yolo_core::decode::{DecodeLimits, decode_rgb};
 use yolo_core::letterbox::{f32_from_le_bytes, letterbox_le_bytes};
@@ -16,6 +15,8 @@ use yolo_edge::nn::backend::{Cancel, Graph, Tensor};
 use yolo_edge::nn::onnx::{OnnxGraph, OnnxOptions};
 use yolo_edge::nn::openvino::{OpenVinoGraph, OpenVinoOptions};
 use yolo_edge::nn::{ExecutionTarget, TensorType};
+
+use crate::stats::closed_loop;
 
 /// A loaded model ready to run the whole pipeline natively.
 pub struct Bare {
@@ -75,22 +76,6 @@ impl Bare {
 
     /// Pipelines per second with `threads` threads for `duration`.
     pub fn throughput(&self, image: &[u8], threads: usize, duration: Duration) -> f64 {
-        let done = AtomicUsize::new(0);
-        let stop = AtomicBool::new(false);
-        let started = Instant::now();
-        std::thread::scope(|s| {
-            for _ in 0..threads {
-                s.spawn(|| {
-                    while !stop.load(Ordering::Relaxed) {
-                        if self.run(image).is_ok() {
-                            done.fetch_add(1, Ordering::Relaxed);
-                        }
-                    }
-                });
-            }
-            std::thread::sleep(duration);
-            stop.store(true, Ordering::Relaxed);
-        });
-        done.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64()
+        closed_loop(threads, duration, || (), |()| self.run(image).is_ok()).0
     }
 }

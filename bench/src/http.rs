@@ -1,7 +1,8 @@
 //! Driving an HTTP server: latency with one client, throughput with several.
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
+
+use crate::stats::closed_loop;
 
 /// One target: URL, headers, body.
 #[derive(Clone)]
@@ -75,25 +76,5 @@ pub fn sequential(t: &Target, warmup: usize, n: usize) -> anyhow::Result<Vec<Ans
 /// Requests per second with `clients` concurrent clients for `duration`, and the number
 /// of non-200 answers or transport errors.
 pub fn throughput(t: &Target, clients: usize, duration: Duration) -> (f64, usize) {
-    let ok = AtomicUsize::new(0);
-    let bad = AtomicUsize::new(0);
-    let stop = AtomicBool::new(false);
-    let started = Instant::now();
-    std::thread::scope(|s| {
-        for _ in 0..clients {
-            s.spawn(|| {
-                let agent = agent();
-                while !stop.load(Ordering::Relaxed) {
-                    match send(&agent, t) {
-                        Ok(a) if a.status == 200 => ok.fetch_add(1, Ordering::Relaxed),
-                        _ => bad.fetch_add(1, Ordering::Relaxed),
-                    };
-                }
-            });
-        }
-        std::thread::sleep(duration);
-        stop.store(true, Ordering::Relaxed);
-    });
-    // Requests still in flight at the stop finish after it; count the time they took.
-    (ok.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64(), bad.load(Ordering::Relaxed))
+    closed_loop(clients, duration, agent, |agent| send(agent, t).is_ok_and(|a| a.status == 200))
 }

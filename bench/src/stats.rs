@@ -1,6 +1,38 @@
-//! Latency samples and their summary.
+//! Latency samples and their summary, and the closed-loop driver behind every throughput.
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
 use serde::Serialize;
+
+/// `workers` threads, each with its own `state`, call `job` back to back for `duration`.
+/// Returns successful calls per second (over the time until the last call in flight ends)
+/// and the number of failed calls.
+pub fn closed_loop<S>(
+    workers: usize,
+    duration: Duration,
+    state: impl Fn() -> S + Sync,
+    job: impl Fn(&S) -> bool + Sync,
+) -> (f64, usize) {
+    let ok = AtomicUsize::new(0);
+    let bad = AtomicUsize::new(0);
+    let stop = AtomicBool::new(false);
+    let started = Instant::now();
+    std::thread::scope(|s| {
+        for _ in 0..workers {
+            s.spawn(|| {
+                let state = state();
+                while !stop.load(Ordering::Relaxed) {
+                    let counter = if job(&state) { &ok } else { &bad };
+                    counter.fetch_add(1, Ordering::Relaxed);
+                }
+            });
+        }
+        std::thread::sleep(duration);
+        stop.store(true, Ordering::Relaxed);
+    });
+    (ok.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64(), bad.load(Ordering::Relaxed))
+}
 
 /// Median, p99 and mean of a set of samples, in milliseconds.
 #[derive(Debug, Clone, Copy, Default, Serialize)]
