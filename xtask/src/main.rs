@@ -13,7 +13,6 @@
 //! function built for wasm32-wasip2 and the host in release. Only registries are used:
 //! PyPI through pip, crates.io through cargo.
 
-use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -85,6 +84,25 @@ fn step(what: &str) {
 
 fn cargo() -> Command {
     Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
+}
+
+/// The name of the library in `dir`, installed by the `wheel` package, that starts with `prefix`.
+fn wheel_library(dir: &Path, prefix: &str, wheel: &str) -> anyhow::Result<String> {
+    std::fs::read_dir(dir)
+        .with_context(|| format!("{} is missing: the {wheel} wheel did not install", dir.display()))?
+        .filter_map(Result::ok)
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .find(|n| n.starts_with(prefix))
+        .with_context(|| format!("the {wheel} wheel holds no {prefix}*"))
+}
+
+/// Make `link` a symbolic link to `target` (a name in the same folder), unless it is one.
+fn ensure_symlink(target: &str, link: &Path) -> anyhow::Result<()> {
+    if std::fs::read_link(link).ok().as_deref() != Some(Path::new(target)) {
+        let _ = std::fs::remove_file(link);
+        std::os::unix::fs::symlink(target, link)?;
+    }
+    Ok(())
 }
 
 fn run_cmd(cmd: &mut Command) -> anyhow::Result<()> {
@@ -176,13 +194,8 @@ impl Repo {
     fn onnxruntime(&self) -> anyhow::Result<()> {
         step("ONNX Runtime library (.cache/onnxruntime/lib)");
         let capi = self.path(".cache/venv/lib/python3.11/site-packages/onnxruntime/capi");
-        let lib = std::fs::read_dir(&capi)
-            .with_context(|| format!("{} is missing: the onnxruntime wheel did not install", capi.display()))?
-            .filter_map(Result::ok)
-            .map(|e| e.path())
-            .find(|p| p.file_name().and_then(OsStr::to_str).is_some_and(|n| n.starts_with("libonnxruntime.so.1.")))
-            .context("the onnxruntime wheel holds no libonnxruntime.so.1.*")?;
-        let name = lib.file_name().context("library name")?.to_owned();
+        let name = wheel_library(&capi, "libonnxruntime.so.1.", "onnxruntime")?;
+        let lib = capi.join(&name);
         let dir = self.path(".cache/onnxruntime/lib");
         std::fs::create_dir_all(&dir)?;
         let target = dir.join(&name);
@@ -192,11 +205,7 @@ impl Repo {
             std::fs::copy(&lib, &target)?;
         }
         for link in ["libonnxruntime.so.1", "libonnxruntime.so"] {
-            let path = dir.join(link);
-            if std::fs::read_link(&path).ok().as_deref() != Some(Path::new(&name)) {
-                let _ = std::fs::remove_file(&path);
-                std::os::unix::fs::symlink(&name, &path)?;
-            }
+            ensure_symlink(&name, &dir.join(link))?;
         }
         println!("{}", target.display());
         Ok(())
@@ -207,17 +216,9 @@ impl Repo {
     fn openvino(&self) -> anyhow::Result<()> {
         step("OpenVINO library (the openvino wheel's libs/)");
         let libs = self.path(".cache/venv/lib/python3.11/site-packages/openvino/libs");
-        let versioned = std::fs::read_dir(&libs)
-            .with_context(|| format!("{} is missing: the openvino wheel did not install", libs.display()))?
-            .filter_map(Result::ok)
-            .map(|e| e.file_name().to_string_lossy().into_owned())
-            .find(|n| n.starts_with("libopenvino_c.so."))
-            .context("the openvino wheel holds no libopenvino_c.so.*")?;
+        let versioned = wheel_library(&libs, "libopenvino_c.so.", "openvino")?;
         let link = libs.join("libopenvino_c.so");
-        if std::fs::read_link(&link).ok().as_deref() != Some(Path::new(&versioned)) {
-            let _ = std::fs::remove_file(&link);
-            std::os::unix::fs::symlink(&versioned, &link)?;
-        }
+        ensure_symlink(&versioned, &link)?;
         println!("{}", link.display());
         Ok(())
     }
