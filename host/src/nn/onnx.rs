@@ -4,6 +4,7 @@
 //! at a time. A graph therefore owns a small pool of sessions (by default one per core, each
 //! with one intra-op thread), and concurrent `compute` calls take whichever is free.
 
+use std::fmt::Debug;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 use std::time::Instant;
@@ -11,7 +12,7 @@ use std::time::Instant;
 use ort::execution_providers::ExecutionProviderDispatch;
 use ort::session::builder::GraphOptimizationLevel;
 use ort::session::{RunOptions, Session, SessionInputValue};
-use ort::tensor::TensorElementType;
+use ort::tensor::{PrimitiveTensorElementType, TensorElementType};
 use ort::value::{DynValue, Tensor as OrtTensor, ValueType};
 
 use super::backend::{BackendError, Cancel, Computed, Graph, Pool, Tensor, find_library};
@@ -154,26 +155,20 @@ fn to_ort(tensor: Tensor) -> Result<SessionInputValue<'static>, BackendError> {
     tensor.validate()?;
     let shape: Vec<i64> = tensor.dims.iter().map(|&d| i64::from(d)).collect();
     let data = tensor.data;
-    fn words<const N: usize>(data: &[u8]) -> impl Iterator<Item = [u8; N]> + '_ {
-        data.chunks_exact(N).map(|c| c.try_into().unwrap_or([0; N]))
+    /// The little-endian `N`-byte words of `data` as a tensor of `T` (the inverse of `pack`).
+    fn unpack<T: PrimitiveTensorElementType + Debug + Clone + 'static, const N: usize>(
+        shape: Vec<i64>,
+        data: &[u8],
+        value: fn([u8; N]) -> T,
+    ) -> Result<DynValue, ort::Error> {
+        let values: Vec<T> = data.chunks_exact(N).map(|c| value(c.try_into().unwrap_or([0; N]))).collect();
+        OrtTensor::from_array((shape, values)).map(Into::into)
     }
-    let value: Result<DynValue, ort::Error> = match tensor.ty {
-        TensorType::Fp32 => {
-            OrtTensor::from_array((shape, words::<4>(&data).map(f32::from_le_bytes).collect::<Vec<_>>()))
-                .map(Into::into)
-        }
-        TensorType::Fp64 => {
-            OrtTensor::from_array((shape, words::<8>(&data).map(f64::from_le_bytes).collect::<Vec<_>>()))
-                .map(Into::into)
-        }
-        TensorType::I32 => {
-            OrtTensor::from_array((shape, words::<4>(&data).map(i32::from_le_bytes).collect::<Vec<_>>()))
-                .map(Into::into)
-        }
-        TensorType::I64 => {
-            OrtTensor::from_array((shape, words::<8>(&data).map(i64::from_le_bytes).collect::<Vec<_>>()))
-                .map(Into::into)
-        }
+    let value = match tensor.ty {
+        TensorType::Fp32 => unpack(shape, &data, f32::from_le_bytes),
+        TensorType::Fp64 => unpack(shape, &data, f64::from_le_bytes),
+        TensorType::I32 => unpack(shape, &data, i32::from_le_bytes),
+        TensorType::I64 => unpack(shape, &data, i64::from_le_bytes),
         TensorType::U8 => OrtTensor::from_array((shape, data)).map(Into::into),
         other => {
             return Err(BackendError::new(
