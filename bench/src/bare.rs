@@ -11,7 +11,7 @@ use yolo_core::model::{Labels, ModelMetadata};
 use yolo_core::options::DetectOptions;
 use yolo_core::postprocess::detections;
 use yolo_core::response::Detection;
-use yolo_edge::nn::backend::{Cancel, Graph, Tensor};
+use yolo_edge::nn::backend::{Cancel, Demand, Graph, Tensor};
 use yolo_edge::nn::onnx::{OnnxGraph, OnnxOptions};
 use yolo_edge::nn::openvino::{OpenVinoGraph, OpenVinoOptions};
 use yolo_edge::nn::{ExecutionTarget, TensorType};
@@ -21,6 +21,8 @@ use crate::stats::closed_loop;
 /// A loaded model ready to run the whole pipeline natively.
 pub struct Bare {
     graph: Box<dyn Graph>,
+    /// Pipelines in flight: the graph adapts its threading to it, as in the host.
+    demand: Demand,
     meta: ModelMetadata,
     labels: Labels,
 }
@@ -34,27 +36,31 @@ pub struct Run {
 }
 
 impl Bare {
-    /// Load `dir` with `sessions` single-threaded ONNX Runtime sessions.
-    pub fn load(dir: &Path, sessions: usize) -> anyhow::Result<Self> {
+    /// Load `dir` on ONNX Runtime with the host's adaptive threading: `sessions`
+    /// single-threaded sessions, and a latency session of `threads` threads (none when 1).
+    pub fn load(dir: &Path, sessions: usize, threads: usize) -> anyhow::Result<Self> {
         let meta = ModelMetadata::parse(&std::fs::read(dir.join("metadata.json"))?).map_err(anyhow::Error::msg)?;
         let labels = Labels::parse(&std::fs::read_to_string(dir.join(&meta.labels))?, meta.output.classes)
             .map_err(anyhow::Error::msg)?;
-        let graph =
-            OnnxGraph::from_file(&dir.join("model.onnx"), ExecutionTarget::Cpu, OnnxOptions { sessions, threads: 1 })
-                .map_err(|e| anyhow::anyhow!("{e}"))?;
-        Ok(Self { graph: Box::new(graph), meta, labels })
+        let demand = Demand::default();
+        let options = OnnxOptions { sessions, session_threads: 1, threads, demand: demand.clone() };
+        let graph = OnnxGraph::from_file(&dir.join("model.onnx"), ExecutionTarget::Cpu, &options)
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        Ok(Self { graph: Box::new(graph), demand, meta, labels })
     }
 
-    /// Load `dir`'s OpenVINO IR with `requests` infer requests (streams).
-    pub fn load_openvino(dir: &Path, requests: usize) -> anyhow::Result<Self> {
-        let onnx = Self::load(dir, 1)?;
-        let options = OpenVinoOptions { requests, threads: 0, precision: None };
+    /// Load `dir`'s OpenVINO IR with `requests` throughput infer requests (streams) and a
+    /// latency compilation of `threads` threads (none when 1).
+    pub fn load_openvino(dir: &Path, requests: usize, threads: usize) -> anyhow::Result<Self> {
+        let onnx = Self::load(dir, 1, 1)?;
+        let options = OpenVinoOptions { requests, threads, precision: None, demand: onnx.demand.clone() };
         let graph = OpenVinoGraph::from_dir(dir, ExecutionTarget::Cpu, &options).map_err(|e| anyhow::anyhow!("{e}"))?;
         Ok(Self { graph: Box::new(graph), ..onnx })
     }
 
     /// Decode, letterbox, infer, post-process.
     pub fn run(&self, image: &[u8]) -> anyhow::Result<Run> {
+        let _demand = self.demand.enter();
         let img = decode_rgb(image, DecodeLimits::default()).map_err(anyhow::Error::msg)?;
         let m = &self.meta;
         let (data, geometry) = letterbox_le_bytes(&img, m.input.width, m.input.height, m.letterbox.color);

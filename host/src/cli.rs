@@ -236,11 +236,15 @@ pub struct RuntimeArgs {
     /// OpenVINO inference precision (`f32`, `bf16`); default: the CPU plugin's choice.
     #[arg(long)]
     pub openvino_precision: Option<String>,
-    /// ONNX Runtime sessions / OpenVINO infer requests per model (concurrent inferences);
-    /// default: one per core.
+    /// Threads of an inference that runs alone (one request then uses every core); default:
+    /// one per core [inference.threads].
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Inferences per model that may run at once while several requests are in flight
+    /// (ONNX Runtime sessions / OpenVINO streams); default: one per core [inference.sessions].
     #[arg(long)]
     pub nn_sessions: Option<usize>,
-    /// Intra-op threads per ONNX Runtime session.
+    /// Intra-op threads of each of those ONNX Runtime sessions.
     #[arg(long, default_value_t = 1)]
     pub nn_threads: usize,
     /// Largest request body in bytes [config: limits.max_body_bytes].

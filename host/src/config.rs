@@ -30,7 +30,23 @@ pub struct Config {
     /// Where the audit log goes.
     #[serde(default)]
     pub audit: AuditConfig,
+    /// Inference threading.
+    #[serde(default)]
+    pub inference: Inference,
 }
+
+/// How inference uses the cores (command-line flags override it): an inference that runs
+/// alone uses `threads` threads; while other invocations are in flight, each inference runs
+/// on one of `sessions` single-threaded sessions (or OpenVINO streams).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Inference {
+    /// Threads of an inference that runs alone; 0: one per core.
+    pub threads: usize,
+    /// Single-threaded inferences per model that may run at once under load; 0: one per core.
+    pub sessions: usize,
+}
+
 
 /// Host-wide limits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]

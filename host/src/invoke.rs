@@ -141,6 +141,8 @@ impl Invoker {
     /// Run the function on `request`.
     pub async fn invoke(&self, request: http::Request<Full<Bytes>>) -> Invocation {
         let started = Instant::now();
+        // Counted while it runs: inference backends give a lone invocation every core.
+        let _demand = self.registry.demand().enter();
         match self.run(request, started).await {
             Ok(done) => done,
             Err(e) => Invocation {

@@ -11,7 +11,7 @@ use anyhow::Context as _;
 
 use crate::audit::AuditLog;
 use crate::cli::{NnProvider, RuntimeArgs, ServeArgs, UpArgs, WasiNn, shutdown_signal};
-use crate::config::{Config, Limits, TenantLimits};
+use crate::config::{Config, Inference, Limits, TenantLimits};
 use crate::db::Db;
 use crate::engine::{EngineOptions, build_engine, build_linker, default_cache_dir, load_component_bytes};
 use crate::idempotency::Idempotency;
@@ -147,13 +147,18 @@ impl RuntimeArgs {
 }
 
 /// The graphs the host's wasi-nn serves (none without host wasi-nn).
-fn registry(plan: &Plan, args: &RuntimeArgs) -> anyhow::Result<GraphRegistry> {
+fn registry(plan: &Plan, args: &RuntimeArgs, inference: Inference) -> anyhow::Result<GraphRegistry> {
     let mut options = BackendOptions::default();
-    if let Some(n) = args.nn_sessions {
+    let configured = |flag: Option<usize>, key: usize| flag.or((key > 0).then_some(key));
+    if let Some(n) = configured(args.nn_sessions, inference.sessions) {
         options.onnx.sessions = n.max(1);
         options.openvino.requests = n.max(1);
     }
-    options.onnx.threads = args.nn_threads.max(1);
+    if let Some(n) = configured(args.threads, inference.threads) {
+        options.onnx.threads = n.max(1);
+        options.openvino.threads = n.max(1);
+    }
+    options.onnx.session_threads = args.nn_threads.max(1);
     options.openvino.precision = args.openvino_precision.clone();
     options.force = match &args.backend {
         None => None,
@@ -211,7 +216,7 @@ pub async fn launch(
         per_call = config.pricing.per_call,
         "state and prices"
     );
-    let registry = Arc::new(registry(&plan, args)?);
+    let registry = Arc::new(registry(&plan, args, config.inference)?);
 
     let (limits, tenant_limits) = args.limits(&config);
     let max_memory_bytes = limits.max_memory_mib << 20;

@@ -138,6 +138,73 @@ impl<T> Pool<T> {
     }
 }
 
+impl<T> Pool<T> {
+    /// Borrow a free member if there is one, without waiting.
+    pub fn try_checkout(&self) -> Option<Pooled<'_, T>> {
+        let item = self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop()?;
+        Some(Pooled { pool: self, item: Some(item) })
+    }
+}
+
+/// How many invocations are in flight in the whole host: the load an inference backend
+/// adapts its threading to. The host enters it for each invocation; a backend reads it
+/// when a `compute` starts. Clones share one count.
+#[derive(Debug, Clone, Default)]
+pub struct Demand(std::sync::Arc<std::sync::atomic::AtomicUsize>);
+
+/// One unit of [`Demand`], given back on drop.
+#[derive(Debug)]
+pub struct Entered(std::sync::Arc<std::sync::atomic::AtomicUsize>);
+
+impl Demand {
+    /// Count one more invocation in flight until the guard drops.
+    pub fn enter(&self) -> Entered {
+        self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Entered(self.0.clone())
+    }
+
+    /// Invocations in flight now.
+    pub fn current(&self) -> usize {
+        self.0.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+impl Drop for Entered {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// Adaptive threading: a backend object that uses every inference thread (the *latency*
+/// member) for an inference that runs alone, and a pool of narrow ones (one thread each by
+/// default) while other invocations are in flight, so a lone request gets every core and a
+/// loaded host keeps every core busy without running more threads than cores.
+pub struct Adaptive<T> {
+    latency: Pool<T>,
+    throughput: Pool<T>,
+    demand: Demand,
+}
+
+impl<T> Adaptive<T> {
+    /// `latency` (absent when the thread budget is one: every member is then alike) and
+    /// the `throughput` pool, chosen between by `demand`.
+    pub fn new(latency: Option<T>, throughput: Vec<T>, demand: Demand) -> Self {
+        Self { latency: Pool::new(latency.into_iter().collect()), throughput: Pool::new(throughput), demand }
+    }
+
+    /// The member for one inference: the wide one when this is the only invocation in
+    /// flight (or nothing is counted, as in a bare pipeline) and it is free; else a
+    /// narrow one, waiting for it if all are busy.
+    pub fn checkout(&self) -> Pooled<'_, T> {
+        if self.demand.current() <= 1
+            && let Some(wide) = self.latency.try_checkout()
+        {
+            return wide;
+        }
+        self.throughput.checkout()
+    }
+}
+
 impl<T> std::ops::Deref for Pooled<'_, T> {
     type Target = T;
     fn deref(&self) -> &T {
@@ -197,6 +264,28 @@ pub trait Graph: Send + Sync {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_lone_inference_gets_the_wide_member_and_a_loaded_host_the_narrow_ones() {
+        let demand = Demand::default();
+        let members = Adaptive::new(Some("wide"), vec!["narrow 1", "narrow 2"], demand.clone());
+        assert_eq!(*members.checkout(), "wide", "nothing counted: a bare pipeline's lone run");
+        let first = demand.enter();
+        {
+            let wide = members.checkout();
+            assert_eq!(*wide, "wide", "the only invocation in flight");
+            assert!(members.checkout().starts_with("narrow"), "the wide member is busy");
+        }
+        let second = demand.enter();
+        assert_eq!(demand.current(), 2);
+        let (a, b) = (members.checkout(), members.checkout());
+        assert!(a.starts_with("narrow") && b.starts_with("narrow") && *a != *b, "under load: one narrow member each");
+        drop((a, b, first, second));
+        assert_eq!(demand.current(), 0);
+        assert_eq!(*members.checkout(), "wide");
+        let alike = Adaptive::new(None, vec!["only"], Demand::default());
+        assert_eq!(*alike.checkout(), "only", "a thread budget of one builds no wide member");
+    }
 
     #[test]
     fn tensor_sizes_are_checked() {

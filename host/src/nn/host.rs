@@ -49,8 +49,8 @@ impl graph::Host for NnView<'_> {
         // A graph loaded from bytes lives as long as this store: one session is enough.
         let built: Result<Arc<dyn Graph>, BackendError> = match (encoding, builders.as_slice()) {
             (GraphEncoding::Onnx, [model]) => {
-                let one = super::onnx::OnnxOptions { sessions: 1, ..options.onnx };
-                OnnxGraph::from_bytes(model, target, one).map(|g| Arc::new(g) as Arc<dyn Graph>)
+                let one = super::onnx::OnnxOptions { sessions: 1, ..options.onnx.clone() };
+                OnnxGraph::from_bytes(model, target, &one).map(|g| Arc::new(g) as Arc<dyn Graph>)
             }
             (GraphEncoding::Openvino, [xml, weights]) if super::openvino::runtime_loaded() => {
                 let one = super::openvino::OpenVinoOptions { requests: 1, ..options.openvino.clone() };

@@ -1,8 +1,12 @@
 //! The ONNX Runtime backend (through the `ort` crate, ONNX Runtime opened at run time).
 //!
 //! `ort` 2.0.0-rc.10's `Session::run` takes `&mut self`, so one session serves one inference
-//! at a time. A graph therefore owns a small pool of sessions (by default one per core, each
-//! with one intra-op thread), and concurrent `compute` calls take whichever is free.
+//! at a time. A graph therefore owns sessions of two widths ([`Adaptive`]): one *latency*
+//! session whose intra-op pool has the whole thread budget (default: every core), used by an
+//! inference that runs alone, and a pool of *throughput* sessions of one thread each, used
+//! while other invocations are in flight. One request alone so gets every core; a loaded
+//! host runs one single-threaded inference per core, which keeps every core busy without
+//! oversubscription (measured in `cargo xtask bench`, BENCHMARKS.md).
 
 use std::fmt::Debug;
 use std::path::{Path, PathBuf};
@@ -15,25 +19,35 @@ use ort::session::{RunOptions, Session, SessionInputValue};
 use ort::tensor::{PrimitiveTensorElementType, TensorElementType};
 use ort::value::{DynValue, Tensor as OrtTensor, ValueType};
 
-use super::backend::{BackendError, Cancel, Computed, Graph, Pool, Tensor, find_library};
+use super::backend::{Adaptive, BackendError, Cancel, Computed, Demand, Graph, Tensor, find_library};
 use super::{ErrorCode, ExecutionTarget, TensorType};
 
 /// The file name ONNX Runtime's shared library is looked up under.
 pub const LIBRARY_NAME: &str = "libonnxruntime.so";
 
+/// The number of cores this process may use.
+pub fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
 /// How to build sessions for a graph.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct OnnxOptions {
-    /// Sessions per graph (concurrent inferences).
+    /// Throughput sessions per graph (concurrent inferences under load).
     pub sessions: usize,
-    /// Intra-op threads per session.
+    /// Intra-op threads of each throughput session.
+    pub session_threads: usize,
+    /// The thread budget of an inference that runs alone: the latency session's intra-op
+    /// threads (none is built when this is not above `session_threads`).
     pub threads: usize,
+    /// The host's invocations in flight, which picks the session width.
+    pub demand: Demand,
 }
 
 impl Default for OnnxOptions {
-    /// One single-threaded session per available core.
+    /// One single-threaded session per core, and a latency session using every core.
     fn default() -> Self {
-        Self { sessions: std::thread::available_parallelism().map_or(1, |n| n.get()), threads: 1 }
+        Self { sessions: cores(), session_threads: 1, threads: cores(), demand: Demand::default() }
     }
 }
 
@@ -81,22 +95,25 @@ fn ort_error(context: &str, e: ort::Error) -> BackendError {
     BackendError::new(ErrorCode::RuntimeError, format!("ONNX Runtime {context}: {e}"))
 }
 
-/// A graph on ONNX Runtime with a pool of sessions.
+/// A graph on ONNX Runtime with sessions of two widths.
 pub struct OnnxGraph {
     inputs: Vec<String>,
     outputs: Vec<String>,
-    sessions: Pool<Session>,
+    sessions: Adaptive<Session>,
 }
 
 impl OnnxGraph {
-    /// Build `options.sessions` sessions from an ONNX model's bytes.
-    pub fn from_bytes(model: &[u8], target: ExecutionTarget, options: OnnxOptions) -> Result<Self, BackendError> {
+    /// Build the sessions `options` asks for from an ONNX model's bytes.
+    pub fn from_bytes(model: &[u8], target: ExecutionTarget, options: &OnnxOptions) -> Result<Self, BackendError> {
         let providers = execution_providers(target)?;
-        let build = || {
+        let build = |threads: usize| {
             Session::builder()
                 .and_then(|b| b.with_execution_providers(providers.clone()))
                 .and_then(|b| b.with_optimization_level(GraphOptimizationLevel::Level3))
-                .and_then(|b| b.with_intra_threads(options.threads.max(1)))
+                .and_then(|b| b.with_intra_threads(threads.max(1)))
+                // A wide session's idle workers must not spin: the guest work of the next
+                // requests needs those cores the moment a lone inference ends.
+                .and_then(|b| if threads > 1 { b.with_intra_op_spinning(false) } else { Ok(b) })
                 .and_then(|b| b.with_inter_threads(1))
                 .and_then(|b| b.commit_from_memory(model))
                 .map_err(|e| {
@@ -108,9 +125,15 @@ impl OnnxGraph {
                     BackendError::new(code, format!("ONNX Runtime cannot load the model for {target:?}: {e}"))
                 })
         };
+        let narrow = options.session_threads.max(1);
+        let mut widths = vec![narrow; options.sessions.max(1)];
+        let wide = options.threads > narrow;
+        if wide {
+            widths.push(options.threads);
+        }
         // Sessions are independent: build them in parallel (start-up time).
-        let sessions = std::thread::scope(|s| {
-            let handles: Vec<_> = (0..options.sessions.max(1)).map(|_| s.spawn(build)).collect();
+        let mut sessions = std::thread::scope(|s| {
+            let handles: Vec<_> = widths.iter().map(|&w| s.spawn(move || build(w))).collect();
             handles
                 .into_iter()
                 .map(|h| {
@@ -120,13 +143,14 @@ impl OnnxGraph {
                 })
                 .collect::<Result<Vec<_>, _>>()
         })?;
+        let latency = if wide { sessions.pop() } else { None };
         let inputs = sessions[0].inputs.iter().map(|i| i.name.clone()).collect();
         let outputs = sessions[0].outputs.iter().map(|o| o.name.clone()).collect();
-        Ok(Self { inputs, outputs, sessions: Pool::new(sessions) })
+        Ok(Self { inputs, outputs, sessions: Adaptive::new(latency, sessions, options.demand.clone()) })
     }
 
     /// Read `path` (an `.onnx` file) and build the graph.
-    pub fn from_file(path: &Path, target: ExecutionTarget, options: OnnxOptions) -> Result<Self, BackendError> {
+    pub fn from_file(path: &Path, target: ExecutionTarget, options: &OnnxOptions) -> Result<Self, BackendError> {
         let bytes = std::fs::read(path)
             .map_err(|e| BackendError::new(ErrorCode::NotFound, format!("cannot read {}: {e}", path.display())))?;
         Self::from_bytes(&bytes, target, options)

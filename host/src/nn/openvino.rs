@@ -1,7 +1,10 @@
 //! The OpenVINO backend (the `openvino` crate, `libopenvino_c` opened at run time from the
 //! `openvino` wheel that set-up installs). Loads a model's OpenVINO IR (`model.xml` +
-//! `model.bin`); one compiled model per graph with a pool of infer requests (one per
-//! stream), so inferences run in parallel like the ONNX Runtime backend's sessions.
+//! `model.bin`), compiled twice like the ONNX Runtime backend's two session widths
+//! ([`Adaptive`]): once with `PERFORMANCE_HINT=LATENCY` (one stream on the whole thread
+//! budget) for an inference that runs alone, once with `PERFORMANCE_HINT=THROUGHPUT` and
+//! one stream per requested infer request (its `OPTIMAL_NUMBER_OF_INFER_REQUESTS` is logged)
+//! while other invocations are in flight.
 //!
 //! Precision: the CPU plugin picks it (bf16 on CPUs with AVX512-BF16 or AMX, f32 elsewhere)
 //! unless `--openvino-precision f32` asks for f32. A running inference cannot be stopped
@@ -11,23 +14,26 @@ use std::path::{Path, PathBuf};
 use std::sync::{Mutex, OnceLock};
 use std::time::Instant;
 
-use openvino::{CompiledModel, Core, DeviceType, ElementType, InferRequest, RwPropertyKey, Shape};
+use openvino::{CompiledModel, Core, DeviceType, ElementType, InferRequest, PropertyKey, RwPropertyKey, Shape};
 
-use super::backend::{BackendError, Cancel, Computed, Graph, Pool, Tensor, find_library};
+use super::backend::{Adaptive, BackendError, Cancel, Computed, Demand, Graph, Tensor, find_library};
 use super::{ErrorCode, ExecutionTarget, TensorType};
 
 /// The library the `openvino` crate opens.
 pub const LIBRARY_NAME: &str = "libopenvino_c.so";
 
 /// How to compile a graph.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct OpenVinoOptions {
-    /// Infer requests (and CPU streams): concurrent inferences.
+    /// Throughput infer requests (and CPU streams): concurrent inferences under load.
     pub requests: usize,
-    /// Threads for all streams together (0: the plugin's choice).
+    /// The thread budget of an inference that runs alone (the latency compilation's
+    /// `INFERENCE_NUM_THREADS`); none is compiled when this is 1.
     pub threads: usize,
     /// `INFERENCE_PRECISION_HINT` (`f32`, `bf16`), or the plugin's default.
     pub precision: Option<String>,
+    /// The host's invocations in flight, which picks the compilation.
+    pub demand: Demand,
 }
 
 static LOADED: OnceLock<PathBuf> = OnceLock::new();
@@ -81,12 +87,12 @@ fn tensor_type(ty: ElementType) -> Option<TensorType> {
     })
 }
 
-/// A graph compiled by OpenVINO, with a pool of infer requests.
+/// A graph compiled by OpenVINO for latency and for throughput, with their infer requests.
 pub struct OpenVinoGraph {
     inputs: Vec<String>,
     outputs: Vec<String>,
-    requests: Pool<InferRequest>,
-    _compiled: Mutex<CompiledModel>,
+    requests: Adaptive<InferRequest>,
+    _compiled: Mutex<Vec<CompiledModel>>,
 }
 
 impl OpenVinoGraph {
@@ -108,16 +114,6 @@ impl OpenVinoGraph {
             }
         };
         let mut core = Core::new().map_err(|e| ov_error("cannot start", e))?;
-        let streams = options.requests.max(1).to_string();
-        let mut properties = vec![(RwPropertyKey::NumStreams, streams.as_str())];
-        let threads = options.threads.to_string();
-        if options.threads > 0 {
-            properties.push((RwPropertyKey::InferenceNumThreads, threads.as_str()));
-        }
-        if let Some(p) = &options.precision {
-            properties.push((RwPropertyKey::HintInferencePrecision, p.as_str()));
-        }
-        core.set_properties(&device, properties).map_err(|e| ov_error("rejected a setting", e))?;
         let weights =
             openvino::Tensor::new(ElementType::U8, &Shape::new(&[weights.len() as i64]).map_err(|e| ov_error("", e))?)
                 .and_then(|mut t| {
@@ -139,17 +135,52 @@ impl OpenVinoGraph {
             .map(|i| name(model.get_output_by_index(i)))
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| ov_error("cannot read the outputs", e))?;
-        let mut compiled = core.compile_model(&model, device).map_err(|e| {
-            BackendError::new(
-                ErrorCode::UnsupportedOperation,
-                format!("OpenVINO cannot compile the model for {target:?}: {e}"),
-            )
-        })?;
-        let requests = (0..options.requests.max(1))
-            .map(|_| compiled.create_infer_request())
+        // `compile_model` passes no properties in openvino 0.11: set them on the core first.
+        let mut compile = |hint: &str, streams: usize, threads: usize| {
+            let streams = streams.to_string();
+            let threads = threads.to_string();
+            let mut properties = vec![
+                (RwPropertyKey::HintPerformanceMode, hint),
+                (RwPropertyKey::NumStreams, streams.as_str()),
+                (RwPropertyKey::HintNumRequests, streams.as_str()),
+            ];
+            if threads != "0" {
+                properties.push((RwPropertyKey::InferenceNumThreads, threads.as_str()));
+            }
+            if let Some(p) = &options.precision {
+                properties.push((RwPropertyKey::HintInferencePrecision, p.as_str()));
+            }
+            core.set_properties(&device, properties).map_err(|e| ov_error("rejected a setting", e))?;
+            core.compile_model(&model, device.to_owned()).map_err(|e| {
+                BackendError::new(
+                    ErrorCode::UnsupportedOperation,
+                    format!("OpenVINO cannot compile the model for {target:?}: {e}"),
+                )
+            })
+        };
+        let requests = options.requests.max(1);
+        let mut throughput = compile("THROUGHPUT", requests, 0)?;
+        let optimal = throughput.get_property(&PropertyKey::OptimalNumberOfInferRequests).map(|v| v.into_owned());
+        tracing::debug!(requests, optimal = ?optimal.ok(), "OpenVINO throughput compilation");
+        let narrow = (0..requests)
+            .map(|_| throughput.create_infer_request())
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| ov_error("cannot create infer requests", e))?;
-        Ok(Self { inputs, outputs, requests: Pool::new(requests), _compiled: Mutex::new(compiled) })
+        let mut compiled = vec![throughput];
+        let wide = if options.threads > 1 {
+            let mut latency = compile("LATENCY", 1, options.threads)?;
+            let request = latency.create_infer_request().map_err(|e| ov_error("cannot create an infer request", e))?;
+            compiled.push(latency);
+            Some(request)
+        } else {
+            None
+        };
+        Ok(Self {
+            inputs,
+            outputs,
+            requests: Adaptive::new(wide, narrow, options.demand.clone()),
+            _compiled: Mutex::new(compiled),
+        })
     }
 
     /// Read `model.xml` and `model.bin` from `dir` and compile them.

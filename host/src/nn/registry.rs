@@ -9,7 +9,7 @@ use anyhow::Context as _;
 use yolo_core::model::{METADATA_FILE, ModelMetadata, Target};
 
 use super::ExecutionTarget;
-use super::backend::Graph;
+use super::backend::{Demand, Graph};
 use super::onnx::{OnnxGraph, OnnxOptions};
 use super::openvino::{OpenVinoGraph, OpenVinoOptions};
 
@@ -53,8 +53,18 @@ pub struct BackendOptions {
 }
 
 impl Default for OpenVinoOptions {
+    /// One throughput stream per core and a latency compilation using every core.
     fn default() -> Self {
-        Self { requests: OnnxOptions::default().sessions, threads: 0, precision: None }
+        let onnx = OnnxOptions::default();
+        Self { requests: onnx.sessions, threads: onnx.threads, precision: None, demand: onnx.demand }
+    }
+}
+
+impl BackendOptions {
+    /// Make every backend read the same count of invocations in flight (the host enters
+    /// it for each invocation, see [`GraphRegistry::demand`]).
+    pub fn share_demand(&mut self) {
+        self.openvino.demand = self.onnx.demand.clone();
     }
 }
 
@@ -67,8 +77,15 @@ pub struct GraphRegistry {
 
 impl GraphRegistry {
     /// An empty registry; `load` from bytes still works.
-    pub fn new(options: BackendOptions) -> Self {
+    pub fn new(mut options: BackendOptions) -> Self {
+        options.share_demand();
         Self { graphs: BTreeMap::new(), options }
+    }
+
+    /// The count of invocations in flight that every graph adapts its threading to: the
+    /// host enters it once per invocation.
+    pub fn demand(&self) -> &Demand {
+        &self.options.onnx.demand
     }
 
     /// The backend a model runs on: `force`, else its metadata's `backend`, else ONNX Runtime.
@@ -91,8 +108,9 @@ impl GraphRegistry {
         options: BackendOptions,
         open_openvino: &dyn Fn() -> anyhow::Result<()>,
     ) -> anyhow::Result<Self> {
-        let mut registry = Self::new(options.clone());
-        let onnx = options.onnx;
+        let mut registry = Self::new(options);
+        let options = registry.options.clone();
+        let onnx = &options.onnx;
         let entries =
             std::fs::read_dir(dir).with_context(|| format!("cannot read the models directory {}", dir.display()))?;
         let mut dirs: Vec<_> =
@@ -131,6 +149,7 @@ impl GraphRegistry {
                 model = %name,
                 backend = ?kind,
                 sessions = onnx.sessions,
+                session_threads = onnx.session_threads,
                 threads = onnx.threads,
                 load_ms = started.elapsed().as_millis() as u64,
                 "model loaded"
