@@ -33,6 +33,10 @@ pub enum ErrorCode {
     MethodNotAllowed,
     /// The body is larger than the configured limit.
     PayloadTooLarge,
+    /// The request's header section is larger, or has more fields, than the configured limits.
+    HeadersTooLarge,
+    /// The client sent the body too slowly (it stalled, or took longer than the limit).
+    RequestTimeout,
     /// The decoded image would be larger than the configured limit.
     ImageTooLarge,
     /// The `Content-Type` is not one the function accepts.
@@ -77,10 +81,12 @@ impl ErrorCode {
             Self::KeyRevoked => 403,
             Self::NotFound | Self::ModelNotFound => 404,
             Self::MethodNotAllowed => 405,
+            Self::RequestTimeout => 408,
             Self::PayloadTooLarge | Self::ImageTooLarge => 413,
             Self::UnsupportedMediaType => 415,
             Self::UndecodableImage | Self::IdempotencyKeyReused => 422,
             Self::RateLimited | Self::ConcurrencyLimited => 429,
+            Self::HeadersTooLarge => 431,
             Self::Overloaded => 503,
             Self::FunctionTimeout | Self::FuelExhausted | Self::InferenceTimeout => 504,
             Self::ModelInvalid
@@ -106,6 +112,8 @@ impl ErrorCode {
             Self::ModelNotFound => "model_not_found",
             Self::MethodNotAllowed => "method_not_allowed",
             Self::PayloadTooLarge => "payload_too_large",
+            Self::HeadersTooLarge => "headers_too_large",
+            Self::RequestTimeout => "request_timeout",
             Self::ImageTooLarge => "image_too_large",
             Self::UnsupportedMediaType => "unsupported_media_type",
             Self::UndecodableImage => "undecodable_image",
@@ -178,7 +186,9 @@ mod tests {
             (ErrorCode::NotFound, 404),
             (ErrorCode::ModelNotFound, 404),
             (ErrorCode::MethodNotAllowed, 405),
+            (ErrorCode::RequestTimeout, 408),
             (ErrorCode::PayloadTooLarge, 413),
+            (ErrorCode::HeadersTooLarge, 431),
             (ErrorCode::ImageTooLarge, 413),
             (ErrorCode::UnsupportedMediaType, 415),
             (ErrorCode::UndecodableImage, 422),

@@ -1,9 +1,12 @@
 //! The billed path of every function request:
-//! authenticate → admit (balance covers a call) → read the body (limit) → idempotency →
+//! authenticate → admit (rate limit, balance covers a call) → read the body (limit,
+//! deadlines) → take a place in the tenant's in-flight count → idempotency → instance slot →
 //! invoke → price → record in the ledger (durably) → answer with `x-tokens`, `x-balance`.
 //!
-//! Refusals before execution (401, 403, 402, 413, 422 for a reused idempotency key) run
-//! nothing and record nothing. Everything after admission runs in its own task, so a
+//! The body is read before the tenant's in-flight place or an instance slot is taken, so a
+//! client that sends slowly (408 after `[http]` deadlines) holds neither. Refusals before
+//! execution (401, 403, 402, 408, 413, 429, 422 for a reused idempotency key) run nothing
+//! and record nothing. Everything after admission runs in its own task, so a
 //! client that disconnects mid-request cannot stop the ledger row from being written.
 
 use std::net::SocketAddr;
@@ -19,15 +22,14 @@ use yolo_core::{ApiError, ErrorCode};
 
 use crate::audit::RequestFacts;
 use crate::db::now_us;
+use crate::front::{answer_unread, read_body};
 use crate::idempotency::{self, Claim, ClaimGuard};
 use crate::invoke::{Failure, Outcome};
 use crate::ledger::{Entry, Outcome as Recorded, StoredAnswer};
 use crate::limits::{Refusal, Slot, TenantTicket};
 use crate::metering::{Usage, headers};
 use crate::pricing::Charge;
-use crate::server::{
-    App, Reply, declared_too_large, discard_body, function_reply, json_error, no_route, read_body, set_header,
-};
+use crate::server::{App, Reply, function_reply, json_error, no_route, set_header};
 use crate::tenants::{AuthError, Caller};
 
 /// The JSON answer for a refused key.
@@ -82,28 +84,24 @@ fn limit_refusal(refusal: Refusal, tenant: &str) -> Reply {
 /// Handle a request for the function.
 pub async fn handle(app: Arc<App>, req: Request<Incoming>, peer: SocketAddr) -> Reply {
     let (parts, body) = req.into_parts();
-    let (caller, ticket) = match admit(&app, &parts) {
-        Ok(admitted) => admitted,
-        Err(refusal) => {
-            // Read what the client is sending before answering, so it sees the refusal
-            // instead of a reset connection (bounded by the body limit and a few seconds).
-            if declared_too_large(&parts, app.max_body_bytes).is_none() {
-                discard_body(body, app.max_body_bytes).await;
-            }
-            return *refusal;
-        }
+    // A refusal before the body is read is answered at once (the connection then closes);
+    // what the client still sends is read and dropped, so it sees the answer, not a reset.
+    let caller = match admit(&app, &parts) {
+        Ok(caller) => caller,
+        Err(refusal) => return answer_unread(*refusal, &parts, body, &app.http),
     };
     let tenant = caller.tenant.clone();
     if app.routes.find(parts.uri.path()).is_none() {
-        discard_body(body, app.max_body_bytes).await;
-        return refused(no_route(parts.uri.path()), Some(&tenant), "no_route");
+        let reply = refused(no_route(parts.uri.path()), Some(&tenant), "no_route");
+        return answer_unread(reply, &parts, body, &app.http);
     }
-    if let Some(too_large) = declared_too_large(&parts, app.max_body_bytes) {
-        return refused(too_large, Some(&tenant), "payload_too_large");
-    }
-    let body = match read_body(body, app.max_body_bytes).await {
+    let body = match read_body(&parts, body, app.max_body_bytes, &app.http).await {
         Ok(b) => b,
-        Err(unreadable) => return refused(unreadable, Some(&tenant), "payload_too_large"),
+        Err((reply, reason)) => return refused(reply, Some(&tenant), reason),
+    };
+    let ticket = match app.tenants.enter(&tenant) {
+        Ok(ticket) => ticket,
+        Err(refusal) => return limit_refusal(refusal, &tenant),
     };
 
     let key = match parts.headers.get(idempotency::HEADER).map(|v| v.to_str()) {
@@ -164,15 +162,15 @@ struct Held {
     _guard: Option<ClaimGuard>,
 }
 
-/// Authenticate the caller, apply the tenant's rate and concurrency limits, and check that
-/// the balance covers a call.
-fn admit(app: &App, parts: &Parts) -> Result<(Caller, TenantTicket), Box<Reply>> {
+/// Authenticate the caller, apply the tenant's rate limit, and check that the balance
+/// covers a call. (The tenant's in-flight cap is applied once the body has arrived.)
+fn admit(app: &App, parts: &Parts) -> Result<Caller, Box<Reply>> {
     let authorization = parts.headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
     let caller = app.db.authenticate(authorization).map_err(|e| {
         let reason = if e == AuthError::Revoked { "key_revoked" } else { "unauthorized" };
         Box::new(refused(auth_refusal(&e), None, reason))
     })?;
-    let ticket = app.tenants.admit(&caller.tenant).map_err(|r| Box::new(limit_refusal(r, &caller.tenant)))?;
+    app.tenants.check_rate(&caller.tenant).map_err(|r| Box::new(limit_refusal(r, &caller.tenant)))?;
     let price = app.config.pricing.per_call;
     let balance = app.db.balance(&caller.tenant).map_err(|e| Box::new(unavailable(&e)))?.unwrap_or(0);
     if balance < i64::try_from(price).unwrap_or(i64::MAX) {
@@ -186,7 +184,7 @@ fn admit(app: &App, parts: &Parts) -> Result<(Caller, TenantTicket), Box<Reply>>
         set_header(&mut r, headers::BALANCE, balance.to_string());
         return Err(Box::new(refused(r, Some(&caller.tenant), "insufficient_balance")));
     }
-    Ok((caller, ticket))
+    Ok(caller)
 }
 
 fn route_of(parts: &Parts) -> String {

@@ -283,6 +283,9 @@ pub struct RuntimeArgs {
     /// Requests in flight per tenant, 0 for no cap [tenant_limits.max_concurrent].
     #[arg(long)]
     pub tenant_max_concurrent: Option<u32>,
+    /// Limits of the HTTP front [http].
+    #[command(flatten)]
+    pub http: crate::front::HttpArgs,
     /// Audit log: a file, `stdout` or `off` [audit.path]; default `<data dir>/audit.jsonl`.
     #[arg(long)]
     pub audit: Option<String>,

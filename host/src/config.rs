@@ -27,6 +27,9 @@ pub struct Config {
     /// Per-tenant limits.
     #[serde(default)]
     pub tenant_limits: TenantLimits,
+    /// Limits of the HTTP front: header size and count, body deadlines, connections.
+    #[serde(default)]
+    pub http: crate::front::HttpLimits,
     /// Where the audit log goes.
     #[serde(default)]
     pub audit: AuditConfig,

@@ -257,10 +257,11 @@ pub async fn launch(
         .or_else(|| config.audit.path.clone())
         .unwrap_or_else(|| data_dir.join("audit.jsonl").display().to_string());
     let audit = AuditLog::open(&audit_target)?;
-    tracing::info!(?limits, ?tenant_limits, audit = %audit_target, "limits");
+    tracing::info!(?limits, ?tenant_limits, http = ?args.http.apply(config.http), audit = %audit_target, "limits");
     let app = Arc::new(App {
         routes: Routes::new(routes),
         max_body_bytes: limits.max_body_bytes,
+        http: args.http.apply(config.http),
         db,
         config,
         idempotency: Idempotency::default(),

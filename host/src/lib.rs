@@ -19,6 +19,7 @@ pub mod compose;
 pub mod config;
 pub mod db;
 pub mod engine;
+pub mod front;
 pub mod idempotency;
 pub mod invoke;
 pub mod launch;

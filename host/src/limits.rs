@@ -139,14 +139,25 @@ impl TenantGate {
         Self { rate, max_concurrent: limits.max_concurrent as usize, in_flight: Arc::default() }
     }
 
-    /// Admit one request of `tenant`, or say why not.
+    /// Admit one request of `tenant` (its rate, then its in-flight cap), or say why not.
     pub fn admit(&self, tenant: &str) -> Result<TenantTicket, Refusal> {
+        self.check_rate(tenant)?;
+        self.enter(tenant)
+    }
+
+    /// Count one request against `tenant`'s rate limit.
+    pub fn check_rate(&self, tenant: &str) -> Result<(), Refusal> {
         if let Some(rate) = &self.rate
             && let Err(not_until) = rate.check_key(&tenant.to_owned())
         {
             let retry_after = not_until.wait_time_from(DefaultClock::default().now());
             return Err(Refusal::RateLimited { retry_after });
         }
+        Ok(())
+    }
+
+    /// Take a place among `tenant`'s requests in flight (held until the ticket drops).
+    pub fn enter(&self, tenant: &str) -> Result<TenantTicket, Refusal> {
         let mut map = self.in_flight.lock().unwrap_or_else(|p| p.into_inner());
         let n = map.entry(tenant.to_owned()).or_insert(0);
         if self.max_concurrent > 0 && *n >= self.max_concurrent {

@@ -11,12 +11,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{HeaderValue, Request, Response, StatusCode, header, request::Parts};
-use http_body_util::{BodyExt, Full, Limited};
+use http::{HeaderValue, Request, Response, StatusCode, header};
+use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use yolo_core::{ApiError, ErrorCode};
@@ -24,6 +24,9 @@ use yolo_core::{ApiError, ErrorCode};
 use crate::audit::{AuditLog, RequestFacts};
 use crate::config::Config;
 use crate::db::Db;
+use crate::front::{
+    Admission, ConnectionGate, HttpLimits, RESERVE_HEADER_TIMEOUT, answer_unread, check_head, read_body,
+};
 use crate::idempotency::Idempotency;
 use crate::invoke::{Failure, Invoker, Outcome};
 use crate::limits::{Slots, TenantGate};
@@ -38,6 +41,8 @@ pub struct App {
     pub routes: Routes,
     /// Largest accepted request body, bytes.
     pub max_body_bytes: usize,
+    /// Limits of the HTTP front: headers, body deadlines, connections.
+    pub http: HttpLimits,
     /// Tenants, keys, ledger.
     pub db: Arc<Db>,
     /// Prices and token value.
@@ -89,6 +94,11 @@ pub type Reply = Response<Full<Bytes>>;
 
 /// Serve `app` on `listener` until `shutdown` resolves, then stop accepting and let
 /// in-flight requests finish (up to `drain` long).
+///
+/// At most `http.max_connections` connections are served in full; up to
+/// [`crate::front::RESERVED_CONNECTIONS`] more are accepted to answer `/healthz` (anything
+/// else: `503 overloaded`), one request each; beyond those, connections wait in the listen
+/// backlog until one closes.
 pub async fn serve(
     listener: TcpListener,
     app: Arc<App>,
@@ -96,8 +106,24 @@ pub async fn serve(
     drain: Duration,
 ) -> anyhow::Result<()> {
     let graceful = GracefulShutdown::new();
+    let gate = ConnectionGate::new(app.http.max_connections);
+    let limits = app.http;
+    let mut normal = http1::Builder::new();
+    normal
+        .keep_alive(true)
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout())
+        .max_header_size(limits.hard_header_bytes())
+        .max_buf_size(limits.hard_header_bytes().max(8192))
+        .max_headers(crate::front::hard_max_headers(limits.max_headers));
+    let mut reserve = normal.clone();
+    reserve.keep_alive(false).header_read_timeout(RESERVE_HEADER_TIMEOUT.min(limits.header_read_timeout()));
     tokio::pin!(shutdown);
     loop {
+        let admission = tokio::select! {
+            admission = gate.admit() => admission,
+            () = &mut shutdown => break,
+        };
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(conn) => conn,
@@ -109,17 +135,20 @@ pub async fn serve(
             },
             () = &mut shutdown => break,
         };
+        let admission = gate.upgrade(admission);
+        let over_cap = matches!(admission, Admission::Reserve(_));
         let app = app.clone();
         let service = service_fn(move |req| {
             let app = app.clone();
-            async move { Ok::<_, Infallible>(route(app, req, peer).await) }
+            async move { Ok::<_, Infallible>(route(app, req, peer, over_cap).await) }
         });
-        let conn = http1::Builder::new().keep_alive(true).serve_connection(TokioIo::new(stream), service);
-        let conn = graceful.watch(conn);
+        let builder = if over_cap { &reserve } else { &normal };
+        let conn = graceful.watch(builder.serve_connection(TokioIo::new(stream), service));
         tokio::spawn(async move {
             if let Err(e) = conn.await {
                 tracing::debug!(%peer, error = %e, "connection ended with an error");
             }
+            drop(admission);
         });
     }
     tracing::info!("shutting down: no new connections, finishing in-flight requests");
@@ -130,21 +159,50 @@ pub async fn serve(
     Ok(())
 }
 
-async fn route(app: Arc<App>, req: Request<Incoming>, peer: SocketAddr) -> Reply {
+async fn route(app: Arc<App>, req: Request<Incoming>, peer: SocketAddr, over_cap: bool) -> Reply {
     let started = std::time::Instant::now();
     let path = req.uri().path().to_owned();
     let method = req.method().clone();
-    let mut reply = match path.as_str() {
-        "/healthz" => unbilled(&app, req).await,
-        "/metrics" if method == http::Method::GET => metrics(&app),
-        "/v1/usage" => crate::api::handle(&app, req).await,
-        p if p.starts_with("/v1/invocations/") => crate::api::handle(&app, req).await,
-        _ => crate::billing::handle(app.clone(), req, peer).await,
+    let (parts, body) = req.into_parts();
+    let mut reply = if let Some(e) = check_head(&parts, &app.http) {
+        refusal(answer_unread(json_error(&e), &parts, body, &app.http), "headers_too_large")
+    } else {
+        let req = Request::from_parts(parts, body);
+        match path.as_str() {
+            "/healthz" => unbilled(&app, req).await,
+            "/metrics" if method == http::Method::GET => metrics(&app),
+            _ if over_cap => too_many_connections(&app, req),
+            "/v1/usage" => crate::api::handle(&app, req).await,
+            p if p.starts_with("/v1/invocations/") => crate::api::handle(&app, req).await,
+            _ => crate::billing::handle(app.clone(), req, peer).await,
+        }
     };
     let facts = reply.extensions_mut().remove::<RequestFacts>().unwrap_or_default();
     observe(&app, &path, reply.status().as_u16(), &facts);
     app.audit.record(peer, method.as_str(), &path, reply.status().as_u16(), &facts, started.elapsed());
     reply
+}
+
+/// Mark a reply as a refusal before any tenant is known, for the audit log and metrics.
+fn refusal(mut reply: Reply, reason: &'static str) -> Reply {
+    reply.extensions_mut().insert(RequestFacts { refused: Some(reason), ..RequestFacts::default() });
+    reply
+}
+
+/// A connection over `max_connections` asked for something other than `/healthz`.
+fn too_many_connections(app: &App, req: Request<Incoming>) -> Reply {
+    let (parts, body) = req.into_parts();
+    let mut r = json_error(&ApiError::new(
+        ErrorCode::Overloaded,
+        format!(
+            "the host has {} connections open, its limit: only /healthz is answered over it; retry later",
+            app.http.max_connections
+        ),
+    ));
+    set_header(&mut r, "retry-after", "1");
+    let mut r = answer_unread(r, &parts, body, &app.http);
+    r.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+    refusal(r, "too_many_connections")
 }
 
 /// Count a finished request in the metrics.
@@ -203,33 +261,6 @@ pub fn set_header(r: &mut Reply, name: &'static str, value: impl AsRef<str>) {
     }
 }
 
-fn too_large(limit: usize) -> ApiError {
-    ApiError::new(ErrorCode::PayloadTooLarge, format!("the request body is larger than the limit of {limit} bytes"))
-}
-
-/// The declared `Content-Length` is over the limit (checked before reading anything).
-pub fn declared_too_large(parts: &Parts, limit: usize) -> Option<Reply> {
-    let declared = parts.headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
-    declared.is_some_and(|n| n > limit as u64).then(|| json_error(&too_large(limit)))
-}
-
-/// Read the whole body, refusing (413) once it passes `limit` (chunked bodies included).
-pub async fn read_body(body: Incoming, limit: usize) -> Result<Bytes, Reply> {
-    match Limited::new(body, limit).collect().await {
-        Ok(collected) => Ok(collected.to_bytes()),
-        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(json_error(&too_large(limit))),
-        Err(e) => {
-            Err(json_error(&ApiError::new(ErrorCode::InvalidRequest, format!("could not read the request body: {e}"))))
-        }
-    }
-}
-
-/// Read and drop a body the request will not use (up to `limit` bytes, for at most 5 s).
-pub async fn discard_body(body: Incoming, limit: usize) {
-    let drain = Limited::new(body, limit).collect();
-    let _ = tokio::time::timeout(Duration::from_secs(5), drain).await;
-}
-
 /// The client's response for a function answer, or a JSON 500 when the function failed.
 pub fn function_reply(outcome: &Outcome) -> Reply {
     match outcome {
@@ -261,12 +292,9 @@ pub fn function_reply(outcome: &Outcome) -> Reply {
 /// `GET /healthz`: answered by the function, open to all, neither billed nor recorded.
 async fn unbilled(app: &App, req: Request<Incoming>) -> Reply {
     let (parts, body) = req.into_parts();
-    if let Some(refused) = declared_too_large(&parts, app.max_body_bytes) {
-        return refused;
-    }
-    let body = match read_body(body, app.max_body_bytes).await {
+    let body = match read_body(&parts, body, app.max_body_bytes, &app.http).await {
         Ok(b) => b,
-        Err(refused) => return refused,
+        Err((refused, reason)) => return refusal(refused, reason),
     };
     let _slot = match app.slots.acquire().await {
         Ok(slot) => slot,

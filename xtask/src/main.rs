@@ -22,7 +22,7 @@ const USAGE: &str = "usage: cargo xtask <run|test|setup|lint> [-- ARGS]
 
   run     set up, then serve the default model on http://127.0.0.1:8080
   test    set up, then run every test (rustfmt check, unit and end-to-end tests);
-          `test --heavy` adds a minutes-long load test and a bounded fuzzing run
+          `test --heavy` adds a minutes-long load test, a 10-minute soak and a bounded fuzzing run
   setup   only the set-up steps
   lint    rustfmt --check and clippy -D warnings (native crates and the wasm function)
   bench   set up (plus stock `wasmtime serve` as a baseline), measure, write BENCHMARKS.md
@@ -358,7 +358,7 @@ impl Repo {
         )
     }
 
-    /// The heavy suite: the long load test and a bounded fuzzing run.
+    /// The heavy suite: the long load test, the soak and a bounded fuzzing run.
     fn heavy(&self) -> anyhow::Result<()> {
         step("heavy: long load test (YOLO_EDGE_LOAD_SECONDS, default 180)");
         run_cmd(
@@ -419,3 +419,21 @@ impl Repo {
         )
     }
 }
+        step("heavy: soak, saturating mixed load (YOLO_EDGE_SOAK_SECONDS, default 600) with a report");
+        run_cmd(
+            cargo()
+                .args([
+                    "test",
+                    "--release",
+                    "-p",
+                    "yolo-edge-tests",
+                    "--test",
+                    "soak",
+                    "--",
+                    "--ignored",
+                    "--nocapture",
+                ])
+                .env("YOLO_EDGE_BIN", self.host_binary())
+                .env("YOLO_EDGE_COMPONENT", self.component())
+                .current_dir(&self.root),
+        )?;
