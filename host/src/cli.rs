@@ -50,6 +50,9 @@ pub enum Command {
     Up(Box<UpArgs>),
     /// Compose the function with a wasi-nn provider into one component (as `wac plug`).
     Compose(ComposeArgs),
+    /// Snapshot the wasi-nn provider with a model loaded and optimised (for Spin: no model
+    /// load per request).
+    Bake(BakeArgs),
     /// Manage API keys (and create tenants).
     #[command(subcommand)]
     Keys(KeysCommand),
@@ -210,11 +213,29 @@ pub struct ComposeArgs {
     /// The component whose `wasi:nn` imports are to be satisfied.
     #[arg(long, default_value = "target/wasm32-wasip2/wasm/yolo_edge_function.wasm")]
     pub function: PathBuf,
-    /// The component that exports `wasi:nn`.
-    #[arg(long, default_value = "target/wasm32-wasip2/wasm/yolo_edge_nn_provider.wasm")]
+    /// The component that exports `wasi:nn`; default: the provider baked with the default
+    /// model (`yolo-edge bake`).
+    #[arg(long, default_value = crate::bake::DEFAULT_BAKED)]
     pub provider: PathBuf,
     /// Where to write the composed component.
     #[arg(long, short)]
+    pub output: PathBuf,
+}
+
+/// `yolo-edge bake`.
+#[derive(Debug, clap::Args)]
+pub struct BakeArgs {
+    /// The wasi-nn provider component to snapshot (unbaked, as built).
+    #[arg(long, default_value = crate::bake::DEFAULT_PROVIDER)]
+    pub provider: PathBuf,
+    /// Directory of model directories, pre-opened at /models while baking.
+    #[arg(long, default_value = "models")]
+    pub models: PathBuf,
+    /// The model to load into the snapshot (a directory under --models with model.onnx).
+    #[arg(long, default_value = "yolov3-tiny")]
+    pub model: String,
+    /// Where to write the baked provider.
+    #[arg(long, short, default_value = crate::bake::DEFAULT_BAKED)]
     pub output: PathBuf,
 }
 
@@ -351,6 +372,21 @@ pub fn main() -> anyhow::Result<()> {
                 composed.len(),
                 args.function.display(),
                 args.provider.display()
+            );
+            Ok(())
+        }
+        Command::Bake(args) => {
+            let baked =
+                runtime.block_on(crate::bake::bake_file(&args.provider, &args.models, &args.model, &args.output))?;
+            println!(
+                "wrote {} ({} bytes): {} with {:?} loaded (compile {} ms, load and optimise {} ms, snapshot {} ms)",
+                args.output.display(),
+                baked.wasm.len(),
+                args.provider.display(),
+                args.model,
+                baked.compile.as_millis(),
+                baked.init.as_millis(),
+                baked.snapshot.as_millis()
             );
             Ok(())
         }

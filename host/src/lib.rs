@@ -13,6 +13,7 @@
 
 pub mod api;
 pub mod audit;
+pub mod bake;
 pub mod billing;
 pub mod cli;
 pub mod compose;
