@@ -1,5 +1,6 @@
-//! The Spin path: the function composed with the pure-Wasm wasi-nn provider, `yolo-edge up`
-//! on the repository's `spin.toml`, and the SpinKube manifest.
+//! The Spin path: the function composed with the pure-Wasm wasi-nn provider (baked with the
+//! default model by `yolo-edge bake`), `yolo-edge up` on the repository's `spin.toml`, and the
+//! SpinKube manifest.
 
 use std::path::PathBuf;
 use std::sync::OnceLock;
@@ -9,16 +10,49 @@ use yolo_edge_tests::{
     Host, Tolerance, assert_matches_reference, cli, create_key, fresh_data_dir, models, photo_bytes, reference, repo,
 };
 
-/// The function composed with the provider by `yolo-edge compose`, once per test binary.
+/// The provider `cargo xtask setup` baked with yolov3-tiny (what `spin.toml` names).
+const BAKED: &str = "target/wasm32-wasip2/wasm/provider-yolov3-tiny.wasm";
+
+/// The provider as built, with no model baked in.
+const UNBAKED: &str = "target/wasm32-wasip2/wasm/yolo_edge_nn_provider.wasm";
+
+/// `yolo-edge compose` of the function with `provider` (none: the default, the baked one).
+fn compose(provider: Option<&str>, tag: &str) -> PathBuf {
+    let out = std::env::temp_dir().join(format!("yolo-edge-composed-{tag}-{}.wasm", std::process::id()));
+    let mut args = vec!["compose", "--output", out.to_str().unwrap()];
+    if let Some(p) = provider {
+        args.extend(["--provider", p]);
+    }
+    let (ok, stdout, err) = cli(&fresh_data_dir(), &args);
+    assert!(ok, "compose failed: {err}");
+    assert!(stdout.contains(&format!("with wasi:nn from {}", provider.unwrap_or(BAKED))), "{stdout}");
+    out
+}
+
+/// The function composed with the baked provider by `yolo-edge compose`, once per test binary.
 fn composed() -> &'static PathBuf {
     static COMPOSED: OnceLock<PathBuf> = OnceLock::new();
-    COMPOSED.get_or_init(|| {
-        let out = std::env::temp_dir().join(format!("yolo-edge-composed-{}.wasm", std::process::id()));
-        let (ok, stdout, err) = cli(&fresh_data_dir(), &["compose", "--output", out.to_str().unwrap()]);
-        assert!(ok, "compose failed: {err}");
-        assert!(stdout.contains("with wasi:nn from"), "{stdout}");
-        out
-    })
+    COMPOSED.get_or_init(|| compose(None, "baked"))
+}
+
+/// A models directory holding `yolov3-tiny`'s metadata and labels (what the function reads)
+/// but not its `model.onnx`, plus `dirs` more: (name, whether it has the real model.onnx).
+fn models_without_the_baked_onnx(tag: &str, dirs: &[(&str, bool)]) -> PathBuf {
+    let root = std::env::temp_dir().join(format!("yolo-edge-{tag}-models-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&root);
+    let real = models().join("yolov3-tiny");
+    for (name, with_onnx) in [("yolov3-tiny", false)].iter().chain(dirs) {
+        let d = root.join(name);
+        std::fs::create_dir_all(&d).unwrap();
+        let mut meta: Value = serde_json::from_slice(&std::fs::read(real.join("metadata.json")).unwrap()).unwrap();
+        meta["name"] = Value::String((*name).into());
+        std::fs::write(d.join("metadata.json"), meta.to_string()).unwrap();
+        std::fs::copy(real.join("labels.txt"), d.join("labels.txt")).unwrap();
+        if *with_onnx && std::fs::hard_link(real.join("model.onnx"), d.join("model.onnx")).is_err() {
+            std::fs::copy(real.join("model.onnx"), d.join("model.onnx")).unwrap();
+        }
+    }
+    root
 }
 
 /// Start `yolo-edge up spin.toml` with extra flags.
@@ -46,6 +80,44 @@ fn the_composed_component_detects_like_the_native_host_without_host_wasi_nn() {
         let nat = native.detect_raw("image/png", &photo_bytes(name), "").json();
         assert_matches_reference(&ours, &nat, Tolerance { conf: 0.001, px: 0.5 }, 0.25, name);
     }
+}
+
+#[test]
+fn the_baked_model_is_in_the_snapshot_and_other_models_still_load_from_models() {
+    // yolov3-tiny has no model.onnx here: only the snapshot can answer for it. `copy` is the
+    // same model under another name, which the baked provider has to read from /models.
+    let dir = models_without_the_baked_onnx("baked", &[("copy", true)]);
+    let host = Host::start_full(composed(), &dir, &fresh_data_dir(), &["--wasi-nn", "none", "--timeout-ms", "120000"])
+        .unwrap();
+    let png = photo_bytes("coffee.png");
+    let baked = host.detect_raw("image/png", &png, "");
+    assert_eq!(baked.status, 200, "the baked model needs no model.onnx: {baked:?}");
+    assert_eq!(baked.json()["model"], "yolov3-tiny");
+    let cup = &baked.json()["detections"][0];
+    assert_eq!(cup["class_name"], "cup");
+    assert!((cup["confidence"].as_f64().unwrap() - 0.5956).abs() < 0.001, "{cup}");
+    let loaded = host.detect_raw("image/png", &png, "model=copy");
+    assert_eq!(loaded.status, 200, "{loaded:?}");
+    assert_eq!(loaded.json()["detections"], baked.json()["detections"], "the same model, loaded from /models");
+    // A later request of the baked model is served from the snapshot again (the instance is new).
+    assert_eq!(host.detect_raw("image/png", &png, "").json()["detections"], baked.json()["detections"]);
+
+    // The provider as built has nothing baked in: for it, the same directory lacks the model.
+    let unbaked = compose(Some(UNBAKED), "unbaked");
+    let host = Host::start_full(&unbaked, &dir, &fresh_data_dir(), &["--wasi-nn", "none"]).unwrap();
+    let missing = host.detect_raw("image/png", &png, "");
+    missing.assert_error(404, "model_not_found");
+    assert!(missing.json()["error"]["message"].as_str().unwrap().contains("model.onnx"), "{missing:?}");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn bake_refuses_a_model_it_cannot_find() {
+    let out = std::env::temp_dir().join(format!("yolo-edge-bake-none-{}.wasm", std::process::id()));
+    let (ok, _, err) = cli(&fresh_data_dir(), &["bake", "--model", "no-such-model", "--output", out.to_str().unwrap()]);
+    assert!(!ok, "bake of a missing model succeeded");
+    assert!(err.contains("no-such-model/model.onnx"), "names what is missing: {err}");
+    assert!(!out.exists(), "nothing written");
 }
 
 #[test]
@@ -119,6 +191,7 @@ fn up_can_use_the_declared_provider_instead() {
     );
     assert_eq!(r.status, 200, "{r:?}");
     assert_eq!(r.header("x-nn-us"), Some("0"), "the provider component inferred, not the host");
+    assert!(host.log().contains("provider-yolov3-tiny.wasm"), "spin.toml names the baked provider");
     let cup = &r.json()["detections"][0];
     assert_eq!(cup["class_name"], "cup");
     assert!((cup["confidence"].as_f64().unwrap() - 0.5956).abs() < 0.001);

@@ -150,7 +150,8 @@ impl Repo {
         self.openvino()?;
         self.model()?;
         self.photos()?;
-        self.build()
+        self.build()?;
+        self.bake()
     }
 
     fn wasm_target(&self) -> anyhow::Result<()> {
@@ -262,6 +263,34 @@ impl Repo {
             cargo()
                 .args(["build", "--release", "--workspace"])
                 .args(WASM_CRATES.iter().flat_map(|c| ["--exclude", c]))
+                .current_dir(&self.root),
+        )
+    }
+
+    /// The provider with the default model baked in (what `spin.toml` names), remade when the
+    /// provider or the model is newer.
+    fn bake(&self) -> anyhow::Result<()> {
+        step("bake yolov3-tiny into the wasi-nn provider (the Spin path; yolo-edge bake)");
+        let baked = self.path("target/wasm32-wasip2/wasm/provider-yolov3-tiny.wasm");
+        let provider = self.path("target/wasm32-wasip2/wasm/yolo_edge_nn_provider.wasm");
+        let modified = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+        let inputs: Option<Vec<_>> =
+            [&provider, &self.path("models/yolov3-tiny/model.onnx")].into_iter().map(|p| modified(p)).collect();
+        if let (Some(out), Some(inputs)) = (modified(&baked), inputs)
+            && inputs.iter().all(|input| out >= *input)
+        {
+            println!("up to date: {}", baked.display());
+            return Ok(());
+        }
+        run_cmd(
+            Command::new(self.host_binary())
+                .arg("bake")
+                .arg("--provider")
+                .arg(&provider)
+                .arg("--models")
+                .arg(self.path("models"))
+                .args(["--model", "yolov3-tiny", "--output"])
+                .arg(&baked)
                 .current_dir(&self.root),
         )
     }
