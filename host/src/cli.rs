@@ -64,6 +64,42 @@ pub enum Command {
     /// Inspect the invocation ledger.
     #[command(subcommand)]
     Ledger(LedgerCommand),
+    /// Manage model directories.
+    #[command(subcommand)]
+    Models(ModelsCommand),
+}
+
+/// `yolo-edge models ...`.
+#[derive(Debug, Subcommand)]
+pub enum ModelsCommand {
+    /// Make a model directory from an ONNX export (YOLOv5, or YOLOv8/v11 detection layout):
+    /// reads Ultralytics' metadata, detects the output layout, checks the model runs once.
+    Import(ImportArgs),
+}
+
+/// `yolo-edge models import`.
+#[derive(Debug, clap::Args)]
+pub struct ImportArgs {
+    /// The ONNX file (e.g. an Ultralytics `yolo export format=onnx`).
+    pub path: PathBuf,
+    /// The model's name, its directory under --models; default: the file's stem.
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Class names, one per line (default: the model's `names` metadata).
+    #[arg(long)]
+    pub labels: Option<PathBuf>,
+    /// Input size for a dynamic-shape model: `640` or `WIDTHxHEIGHT` (default: its `imgsz` metadata).
+    #[arg(long, value_parser = crate::import::parse_input_size)]
+    pub input_size: Option<(u32, u32)>,
+    /// The models directory to write into.
+    #[arg(long, default_value = "models")]
+    pub models: PathBuf,
+    /// Replace a model directory of the same name.
+    #[arg(long)]
+    pub force: bool,
+    /// ONNX Runtime's shared library (file or directory), as for `serve`.
+    #[arg(long)]
+    pub onnxruntime: Option<PathBuf>,
 }
 
 /// `yolo-edge keys ...`.
@@ -402,6 +438,19 @@ pub fn main() -> anyhow::Result<()> {
         }
         Command::Usage(args) => usage(&Db::open(&data_dir)?, &config, args),
         Command::Ledger(LedgerCommand::Verify) => verify(&Db::open(&data_dir)?),
+        Command::Models(ModelsCommand::Import(args)) => {
+            crate::nn::onnx::init_runtime(args.onnxruntime.as_deref())?;
+            let imported = crate::import::import(&crate::import::ImportOptions {
+                source: args.path,
+                name: args.name,
+                labels: args.labels,
+                input_size: args.input_size,
+                models: args.models,
+                force: args.force,
+            })?;
+            println!("{imported}");
+            Ok(())
+        }
     }
 }
 

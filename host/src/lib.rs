@@ -22,6 +22,7 @@ pub mod db;
 pub mod engine;
 pub mod front;
 pub mod idempotency;
+pub mod import;
 pub mod invoke;
 pub mod launch;
 pub mod ledger;
