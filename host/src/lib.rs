@@ -36,3 +36,4 @@ pub mod server;
 pub mod state;
 pub mod tenants;
 pub mod usage;
+pub mod web;

@@ -1,7 +1,8 @@
 //! The HTTP front: accept connections (hyper), route each request, shut down gracefully.
 //!
 //! Routes: `GET /healthz` (open, unbilled), `GET /metrics` (Prometheus), `GET /v1/usage`
-//! and `GET /v1/invocations/{id}` ([`crate::api`], answered by the host); everything else
+//! and `GET /v1/invocations/{id}` ([`crate::api`], answered by the host), the demo page and
+//! `GET /openapi.json` ([`crate::web`]); everything else
 //! goes to the function through [`crate::billing`] (authenticated, admitted, metered,
 //! recorded). Every request ends with one audit line and its metrics.
 
@@ -31,6 +32,20 @@ use crate::idempotency::Idempotency;
 use crate::invoke::{Failure, Invoker, Outcome};
 use crate::limits::{Slots, TenantGate};
 use crate::metrics::{Metrics, route_label};
+
+/// Every route the host answers, as (method, OpenAPI path). `host/web/openapi.json` documents
+/// exactly these (checked by a unit test in [`crate::web`] and end to end by the tests).
+pub const ROUTES: &[(&str, &str)] = &[
+    ("POST", "/detect"),
+    ("GET", "/healthz"),
+    ("GET", "/metrics"),
+    ("GET", "/v1/usage"),
+    ("GET", "/v1/invocations/{id}"),
+    ("GET", "/"),
+    ("GET", "/assets/app.js"),
+    ("GET", "/assets/style.css"),
+    ("GET", "/openapi.json"),
+];
 
 /// Default request body limit: 20 MiB.
 pub const DEFAULT_MAX_BODY_BYTES: usize = 20 << 20;
@@ -172,6 +187,7 @@ async fn route(app: Arc<App>, req: Request<Incoming>, peer: SocketAddr, over_cap
             "/healthz" => unbilled(&app, req).await,
             "/metrics" if method == http::Method::GET => metrics(&app),
             _ if over_cap => too_many_connections(&app, req),
+            p if crate::web::find(p).is_some() => crate::web::handle(&method, p),
             "/v1/usage" => crate::api::handle(&app, req).await,
             p if p.starts_with("/v1/invocations/") => crate::api::handle(&app, req).await,
             _ => crate::billing::handle(app.clone(), req, peer).await,

@@ -150,6 +150,7 @@ impl Repo {
         self.openvino()?;
         self.model()?;
         self.photos()?;
+        self.debian_packages();
         self.build()?;
         self.bake()
     }
@@ -246,6 +247,35 @@ impl Repo {
                 .arg("--out-dir")
                 .arg(self.path("tests/data")),
         )
+    }
+
+    /// Debian packages the tests start for real: Chromium and its WebDriver (the web page's
+    /// browser test) and Redis (the shared result cache). Installed with `apt-get`, as root,
+    /// when missing. A failure is reported, not fatal: the tests that need them then fail and
+    /// say why.
+    fn debian_packages(&self) {
+        step("Debian packages for the tests: chromium, chromium-driver, redis-server");
+        let missing: Vec<&str> = [
+            ("/usr/bin/chromium", "chromium"),
+            ("/usr/bin/chromedriver", "chromium-driver"),
+            ("/usr/bin/redis-server", "redis-server"),
+        ]
+        .into_iter()
+        .filter(|(path, _)| !Path::new(path).is_file())
+        .map(|(_, package)| package)
+        .collect();
+        if missing.is_empty() {
+            println!("already installed");
+            return;
+        }
+        let installed = run_cmd(Command::new("apt-get").arg("update")).and_then(|()| {
+            run_cmd(
+                Command::new("apt-get").args(["install", "-y"]).args(&missing).env("DEBIAN_FRONTEND", "noninteractive"),
+            )
+        });
+        if let Err(e) = installed {
+            println!("warning: could not install {missing:?} ({e:#}): the tests that use them will fail");
+        }
     }
 
     fn build(&self) -> anyhow::Result<()> {
