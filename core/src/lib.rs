@@ -16,6 +16,7 @@
 //! 6. [`response`]: the JSON answer, and [`error::ApiError`] for every failure.
 #![deny(missing_docs)]
 
+pub mod batch;
 pub mod decode;
 pub mod error;
 pub mod letterbox;

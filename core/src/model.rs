@@ -11,6 +11,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{ApiError, ErrorCode};
 
+/// The model a deployment uses when neither the request nor `YOLO_EDGE_DEFAULT_MODEL` names one.
+pub const DEFAULT_MODEL: &str = "yolov3-tiny";
+
 /// File name of the metadata inside a model directory.
 pub const METADATA_FILE: &str = "metadata.json";
 

@@ -21,6 +21,7 @@ use uuid::Uuid;
 use yolo_core::{ApiError, ErrorCode};
 
 use crate::audit::RequestFacts;
+use crate::cache::{self, CacheKey, CachedAnswer};
 use crate::db::now_us;
 use crate::front::{answer_unread, read_body};
 use crate::idempotency::{self, Claim, ClaimGuard};
@@ -126,7 +127,11 @@ pub async fn handle(app: Arc<App>, req: Request<Incoming>, peer: SocketAddr) -> 
         let fp = idempotency::request_fingerprint(parts.method.as_str(), path_and_query, content_type, &body);
         match app.idempotency.claim(&app.db, &caller.tenant, key, &fp).await {
             Ok(Claim::Execute(g)) => guard = Some(g),
-            Ok(Claim::Replay(answer)) => return replay(app, caller, &parts, answer, peer).await,
+            Ok(Claim::Replay(answer)) => {
+                let reuse = Reuse::Replay { of: answer.invocation_id.clone(), key: answer.key.clone() };
+                let stored = CachedAnswer { status: answer.status, headers: answer.headers, body: answer.body.into() };
+                return reuse_answer(app, caller, &parts, stored, reuse, peer).await;
+            }
             Ok(Claim::Mismatch(answer)) => {
                 let reply = json_error(&ApiError::new(
                     ErrorCode::IdempotencyKeyReused,
@@ -142,16 +147,51 @@ pub async fn handle(app: Arc<App>, req: Request<Incoming>, peer: SocketAddr) -> 
         fingerprint = Some(fp);
     }
 
+    // The result cache: a request answered before is answered again without an instance.
+    let cached = cache_plan(&app, &parts, &body);
+    if let Some(plan) = cached.as_ref().filter(|p| p.lookup)
+        && let Some(hit) = app.cache.get(&plan.key).await
+    {
+        drop(ticket);
+        let reuse = Reuse::CacheHit { idempotency: key.zip(fingerprint), _guard: guard };
+        return reuse_answer(app, caller, &parts, hit, reuse, peer).await;
+    }
+
     let slot = match app.slots.acquire().await {
         Ok(slot) => slot,
         Err(refusal) => return limit_refusal(refusal, &tenant),
     };
     let held = Held { _slot: slot, _ticket: ticket, _guard: guard };
-    let task = tokio::spawn(execute(app, caller, parts, body, key.zip(fingerprint), held, peer));
+    let task = tokio::spawn(execute(app, caller, parts, body, key.zip(fingerprint), cached, held, peer));
     task.await.unwrap_or_else(|e| {
         tracing::error!(error = %e, "the invocation task failed");
         json_error(&ApiError::new(ErrorCode::Internal, "the invocation task failed"))
     })
+}
+
+/// How a request uses the result cache.
+struct CachePlan {
+    key: CacheKey,
+    /// Look it up (not with `Cache-Control: no-cache` / `no-store`).
+    lookup: bool,
+    /// Store a `200` answer (not with `Cache-Control: no-store`).
+    store: bool,
+}
+
+/// The cache key of a `POST .../detect` request, when the cache is on and the request and its
+/// model can be keyed.
+fn cache_plan(app: &App, parts: &Parts, body: &[u8]) -> Option<CachePlan> {
+    if !app.cache.enabled() || parts.method != http::Method::POST || !parts.uri.path().ends_with("/detect") {
+        return None;
+    }
+    let invoker = app.routes.find(parts.uri.path())?;
+    let component = &invoker.options().component_sha256;
+    let identity = |model: &str| app.model_ids.get(model).map(|m| format!("{component}/{m}"));
+    let content_type = parts.headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok());
+    let query = parts.uri.query().unwrap_or("");
+    let key = CacheKey::of(parts.uri.path(), content_type, query, body, invoker.default_model(), &identity)?;
+    let (skip, no_store) = cache::directives(&parts.headers);
+    Some(CachePlan { key, lookup: !skip, store: !no_store })
 }
 
 /// What an executing invocation holds until it is recorded: its instance slot, its place
@@ -234,6 +274,7 @@ async fn execute(
     parts: Parts,
     body: Bytes,
     idempotency: Option<(String, String)>,
+    cached: Option<CachePlan>,
     held: Held,
     peer: SocketAddr,
 ) -> Reply {
@@ -277,6 +318,13 @@ async fn execute(
         Err(e) => return unavailable(&anyhow::anyhow!("{e}")),
     };
     drop(held);
+    if let Some(plan) = cached {
+        if plan.store && status == 200 && matches!(invocation.outcome, Outcome::Answered(_)) {
+            let answer = CachedAnswer { status, headers: stored_headers(&reply), body: body.clone() };
+            app.cache.put(&plan.key, answer).await;
+        }
+        set_header(&mut reply, headers::CACHE, if plan.lookup { "miss" } else { "bypass" });
+    }
     metering_headers(&mut reply, &id, &usage, tokens, balance);
     let (detections, classes) = detections_of(status, &body);
     reply.extensions_mut().insert(RequestFacts {
@@ -315,55 +363,103 @@ async fn execute(
     reply
 }
 
-/// Answer a repeated request from its stored answer, recording a free replay row.
-async fn replay(app: Arc<App>, caller: Caller, parts: &Parts, answer: StoredAnswer, peer: SocketAddr) -> Reply {
+/// Why a stored answer is given again.
+enum Reuse {
+    /// An idempotent repeat: free, recorded as a replay of `of`.
+    Replay { of: String, key: String },
+    /// A result-cache hit: billed `per_cache_hit`; under an idempotency key it is stored for
+    /// that key's repeats like any answer.
+    CacheHit { idempotency: Option<(String, String)>, _guard: Option<ClaimGuard> },
+}
+
+/// Answer from a stored answer (an idempotent replay or a cache hit) without running
+/// anything, recording the caller's own ledger row.
+async fn reuse_answer(
+    app: Arc<App>,
+    caller: Caller,
+    parts: &Parts,
+    stored: CachedAnswer,
+    reuse: Reuse,
+    peer: SocketAddr,
+) -> Reply {
     let started = Instant::now();
     let id = Uuid::now_v7();
+    let ts_us = now_us();
     let usage = Usage { wall: started.elapsed(), ..Usage::default() };
-    let invoked = Invoked {
-        id: &id,
-        caller: &caller,
-        ts_us: now_us(),
-        route: route_of(parts),
-        status: answer.status,
-        outcome: Recorded::Replay,
+    let (outcome, charge) = match reuse {
+        Reuse::Replay { .. } => (Recorded::Replay, Charge::Replay),
+        Reuse::CacheHit { .. } => (Recorded::Answered, Charge::CacheHit),
     };
-    let mut e = invoked.entry(&usage, 0);
-    e.idempotency_key = Some(answer.key.clone());
-    e.replay_of = Some(answer.invocation_id.clone());
+    let tokens = app.config.pricing.tokens(&usage, charge);
+    let invoked = Invoked { id: &id, caller: &caller, ts_us, route: route_of(parts), status: stored.status, outcome };
+    let mut e = invoked.entry(&usage, tokens);
+    let mut kept = None;
+    match &reuse {
+        Reuse::Replay { of, key } => {
+            e.idempotency_key = Some(key.clone());
+            e.replay_of = Some(of.clone());
+        }
+        Reuse::CacheHit { idempotency, .. } => {
+            e.cache_hit = true;
+            kept = idempotency.clone().map(|(key, request_sha256)| {
+                e.idempotency_key = Some(key.clone());
+                StoredAnswer {
+                    tenant: caller.tenant.clone(),
+                    key,
+                    request_sha256,
+                    invocation_id: id.to_string(),
+                    created_us: ts_us,
+                    status: stored.status,
+                    headers: stored.headers.clone(),
+                    body: stored.body.to_vec(),
+                }
+            });
+        }
+    }
     let db = app.db.clone();
-    let balance = match tokio::task::spawn_blocking(move || db.record(&e, None)).await {
+    let balance = match tokio::task::spawn_blocking(move || db.record(&e, kept.as_ref())).await {
         Ok(Ok((_, balance))) => balance,
         Ok(Err(e)) => return unavailable(&e),
         Err(e) => return unavailable(&anyhow::anyhow!("{e}")),
     };
-    let mut reply = http::Response::new(Full::new(Bytes::from(answer.body)));
-    *reply.status_mut() = http::StatusCode::from_u16(answer.status).unwrap_or(http::StatusCode::OK);
-    for (name, value) in &answer.headers {
+    let (detections, classes) = detections_of(stored.status, &stored.body);
+    let mut reply = http::Response::new(Full::new(stored.body));
+    *reply.status_mut() = http::StatusCode::from_u16(stored.status).unwrap_or(http::StatusCode::OK);
+    for (name, value) in &stored.headers {
         if let (Ok(n), Ok(v)) = (header::HeaderName::from_bytes(name.as_bytes()), HeaderValue::from_str(value)) {
             reply.headers_mut().append(n, v);
         }
     }
-    metering_headers(&mut reply, &id, &usage, 0, balance);
-    let (detections, classes) = detections_of(
-        answer.status,
-        reply.body().clone().collect().await.map(|c| c.to_bytes()).unwrap_or_default().as_ref(),
-    );
+    metering_headers(&mut reply, &id, &usage, tokens, balance);
+    let cache_hit = matches!(reuse, Reuse::CacheHit { .. });
     reply.extensions_mut().insert(RequestFacts {
         tenant: Some(caller.tenant.clone()),
         invocation_id: Some(id.to_string()),
-        tokens: Some(0),
+        tokens: Some(tokens),
         detections,
         classes,
+        cache_hit,
         ..RequestFacts::default()
     });
-    set_header(&mut reply, headers::REPLAYED, "true");
-    set_header(&mut reply, headers::REPLAY_OF, &answer.invocation_id);
-    tracing::info!(
-        target: "yolo_edge::invocation",
-        invocation_id = %id, %peer, tenant = %caller.tenant, status = answer.status, tokens = 0, balance,
-        replay_of = %answer.invocation_id, "replay"
-    );
+    match &reuse {
+        Reuse::Replay { of, .. } => {
+            set_header(&mut reply, headers::REPLAYED, "true");
+            set_header(&mut reply, headers::REPLAY_OF, of);
+            tracing::info!(
+                target: "yolo_edge::invocation",
+                invocation_id = %id, %peer, tenant = %caller.tenant, status = stored.status, tokens, balance,
+                replay_of = %of, "replay"
+            );
+        }
+        Reuse::CacheHit { .. } => {
+            set_header(&mut reply, headers::CACHE, "hit");
+            tracing::info!(
+                target: "yolo_edge::invocation",
+                invocation_id = %id, %peer, tenant = %caller.tenant, status = stored.status, tokens, balance,
+                "cache hit"
+            );
+        }
+    }
     reply
 }
 

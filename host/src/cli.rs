@@ -331,6 +331,9 @@ pub struct RuntimeArgs {
     /// Longest wait for a free instance, ms [limits.queue_timeout_ms].
     #[arg(long)]
     pub queue_timeout_ms: Option<u64>,
+    /// Images in one `POST /detect/batch` [limits.max_batch].
+    #[arg(long)]
+    pub max_batch: Option<usize>,
     /// Requests per second per tenant, 0 for no limit [tenant_limits.requests_per_second].
     #[arg(long)]
     pub tenant_rps: Option<u32>,
@@ -355,6 +358,12 @@ pub struct RuntimeArgs {
     /// Always compile the component, never use or write the cache.
     #[arg(long)]
     pub no_cache: bool,
+    /// Turn the result cache off (identical requests then run again) [cache.enabled].
+    #[arg(long)]
+    pub no_result_cache: bool,
+    /// Share the result cache through Redis, e.g. `redis://127.0.0.1:6379/0` [cache.redis_url].
+    #[arg(long)]
+    pub cache_redis_url: Option<String>,
     /// Seconds to let in-flight requests finish on shutdown.
     #[arg(long, default_value_t = 30)]
     pub drain_seconds: u64,

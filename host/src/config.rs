@@ -36,6 +36,9 @@ pub struct Config {
     /// Inference threading.
     #[serde(default)]
     pub inference: Inference,
+    /// The result cache.
+    #[serde(default)]
+    pub cache: crate::cache::CacheConfig,
 }
 
 /// How inference uses the cores (command-line flags override it): an inference that runs
@@ -49,7 +52,6 @@ pub struct Inference {
     /// Single-threaded inferences per model that may run at once under load; 0: one per core.
     pub sessions: usize,
 }
-
 
 /// Host-wide limits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -74,6 +76,8 @@ pub struct Limits {
     pub queue_size: usize,
     /// How long a request may wait for a slot, ms; then 503.
     pub queue_timeout_ms: u64,
+    /// Images in one `POST /detect/batch`; more get 413.
+    pub max_batch: usize,
 }
 
 impl Default for Limits {
@@ -88,6 +92,7 @@ impl Default for Limits {
             max_instances: 16,
             queue_size: 256,
             queue_timeout_ms: 10_000,
+            max_batch: yolo_core::batch::DEFAULT_MAX_BATCH,
         }
     }
 }

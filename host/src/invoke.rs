@@ -39,6 +39,8 @@ pub struct InvokerOptions {
     pub timeout: Duration,
     /// Deadline of one wasi-nn compute.
     pub inference_timeout: Duration,
+    /// The SHA-256 (hex) of the component's bytes: part of its answers' cache keys.
+    pub component_sha256: String,
 }
 
 /// A response the function produced, fully read.
@@ -136,6 +138,20 @@ impl Invoker {
     /// The graphs this invoker serves.
     pub fn registry(&self) -> &GraphRegistry {
         &self.registry
+    }
+
+    /// The settings every invocation gets.
+    pub fn options(&self) -> &InvokerOptions {
+        &self.options
+    }
+
+    /// The model the function uses when a request names none (its `YOLO_EDGE_DEFAULT_MODEL`).
+    pub fn default_model(&self) -> &str {
+        self.options
+            .env
+            .iter()
+            .find(|(k, _)| k == "YOLO_EDGE_DEFAULT_MODEL")
+            .map_or(yolo_core::model::DEFAULT_MODEL, |(_, v)| v.as_str())
     }
 
     /// Run the function on `request`.

@@ -10,6 +10,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 
 use crate::audit::AuditLog;
+use crate::cache::{ModelIds, ResultCache};
 use crate::cli::{NnProvider, RuntimeArgs, ServeArgs, UpArgs, WasiNn, shutdown_signal};
 use crate::config::{Config, Inference, Limits, TenantLimits};
 use crate::db::Db;
@@ -139,6 +140,7 @@ impl RuntimeArgs {
         over!(l.max_instances, self.max_instances);
         over!(l.queue_size, self.queue_size);
         over!(l.queue_timeout_ms, self.queue_timeout_ms);
+        over!(l.max_batch, self.max_batch);
         over!(t.requests_per_second, self.tenant_rps);
         over!(t.burst, self.tenant_burst);
         over!(t.max_concurrent, self.tenant_max_concurrent);
@@ -216,7 +218,21 @@ pub async fn launch(
         per_call = config.pricing.per_call,
         "state and prices"
     );
+    let mut cache_config = config.cache.clone();
+    if args.no_result_cache {
+        cache_config.enabled = false;
+    }
+    if let Some(url) = &args.cache_redis_url {
+        cache_config.redis_url = Some(url.clone());
+    }
+    let cache = ResultCache::open(&cache_config).await?;
+    tracing::info!(cache = %cache.describe(), "result cache");
+    // The models' fingerprints (cache keys) are hashed while the models load.
+    let scan =
+        plan.models.clone().filter(|_| cache.enabled()).map(|dir| std::thread::spawn(move || ModelIds::scan(&dir)));
     let registry = Arc::new(registry(&plan, args, config.inference)?);
+    let scanned = scan.map(|s| s.join().unwrap_or_default()).unwrap_or_default();
+    let model_ids = ModelIds::new(scanned, |name| format!("{:?}", registry.backend_of(name)));
 
     let (limits, tenant_limits) = args.limits(&config);
     let max_memory_bytes = limits.max_memory_mib << 20;
@@ -233,6 +249,7 @@ pub async fn launch(
         for (name, value) in [
             ("YOLO_EDGE_MAX_BODY_BYTES", limits.max_body_bytes.to_string()),
             ("YOLO_EDGE_MAX_PIXELS", limits.max_pixels.to_string()),
+            ("YOLO_EDGE_MAX_BATCH", limits.max_batch.to_string()),
         ] {
             if !env.iter().any(|(k, _)| k == name) {
                 env.push((name.to_owned(), value));
@@ -246,6 +263,7 @@ pub async fn launch(
             max_memory_bytes,
             timeout: Duration::from_millis(limits.timeout_ms),
             inference_timeout: Duration::from_millis(limits.inference_timeout_ms),
+            component_sha256: crate::cache::sha256_hex(&c.wasm),
         };
         let invoker = Invoker::new(&linker, &loaded.component, registry.clone(), options)
             .with_context(|| format!("cannot prepare {}", c.label))?;
@@ -273,6 +291,8 @@ pub async fn launch(
         tenants: TenantGate::new(tenant_limits),
         metrics: Metrics::new()?,
         audit,
+        cache,
+        model_ids,
     });
 
     let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("cannot listen on {listen}"))?;

@@ -2,7 +2,7 @@
 //! wasi-nn on ONNX Runtime, and meters every invocation.
 //!
 //! A request goes [`server`] (routing) → [`billing`] ([`tenants`]: API key and balance,
-//! body limit, [`idempotency`]) → [`invoke`] (a fresh instance from the [`engine`]'s
+//! body limit, [`idempotency`], the result [`cache`]) → [`invoke`] (a fresh instance from the [`engine`]'s
 //! pre-instantiated component, with [`state`] for WASI, wasi-http and [`nn`]) → the
 //! function → back through [`invoke`] (fuel, wall time, inference time, memory:
 //! [`metering`]) → [`pricing`] (tokens) → [`ledger`] (one hash-chained row, committed in the
@@ -15,6 +15,7 @@ pub mod api;
 pub mod audit;
 pub mod bake;
 pub mod billing;
+pub mod cache;
 pub mod cli;
 pub mod compose;
 pub mod config;

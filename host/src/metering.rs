@@ -47,4 +47,7 @@ pub mod headers {
     pub const REPLAYED: &str = "x-replayed";
     /// On a replay: the invocation whose answer it is.
     pub const REPLAY_OF: &str = "x-replay-of";
+    /// `hit` (answered from the result cache), `miss` (computed, then stored) or `bypass`
+    /// (`Cache-Control: no-cache` / `no-store`), on `/detect` answers while the cache is on.
+    pub const CACHE: &str = "x-cache";
 }

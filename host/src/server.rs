@@ -72,6 +72,10 @@ pub struct App {
     pub metrics: Metrics,
     /// The audit log.
     pub audit: AuditLog,
+    /// The result cache.
+    pub cache: crate::cache::ResultCache,
+    /// The models' fingerprints, part of every cache key.
+    pub model_ids: crate::cache::ModelIds,
 }
 
 /// Components by HTTP route (Spin route syntax), most specific first.

@@ -50,7 +50,14 @@ fn tokens_in_headers_ledger_and_balance_agree_to_the_token() {
         let r = detect_as(&host, &key, &image, &[]);
         assert_eq!(r.status, 200, "{r:?}");
         let tokens = r.header_u64("x-tokens") as i64;
-        assert!(tokens >= 1000, "at least the per-call price: {tokens}");
+        // The first of each image runs (at least per_call); its repeats are result-cache hits.
+        if i < 2 {
+            assert_eq!(r.header("x-cache"), Some("miss"), "{r:?}");
+            assert!(tokens >= 1000, "at least the per-call price: {tokens}");
+        } else {
+            assert_eq!(r.header("x-cache"), Some("hit"), "{r:?}");
+            assert_eq!(tokens, 100, "a hit costs per_cache_hit");
+        }
         sum += tokens;
         let b: i64 = r.header("x-balance").unwrap().parse().unwrap();
         assert_eq!(b, last_balance - tokens, "x-balance falls by x-tokens");
@@ -75,7 +82,11 @@ fn tokens_in_headers_ledger_and_balance_agree_to_the_token() {
 fn identical_requests_burn_identical_fuel() {
     let host = Host::shared();
     let png = photo_bytes("coffee.png");
-    let fuel: Vec<u64> = (0..3).map(|_| host.detect_raw("image/png", &png, "").header_u64("x-fuel")).collect();
+    // Computed every time (`no-cache`), not answered from the result cache.
+    let fresh = [("authorization", bearer(&host.key)), ("cache-control", "no-cache".to_owned())];
+    let fresh: Vec<(&str, &str)> = fresh.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let fuel: Vec<u64> =
+        (0..3).map(|_| host.post_with("/detect", Some("image/png"), &png, &fresh).header_u64("x-fuel")).collect();
     assert!(fuel[0] > 0);
     assert!(fuel.iter().all(|f| *f == fuel[0]), "{fuel:?}");
     // ... and a different image burns a different amount.
@@ -212,8 +223,12 @@ fn usage_exports_table_csv_and_cloudevents() {
     let host = Host::start(&[]).unwrap();
     let key = create_key(&host.data_dir, "acme", 1_000_000);
     let png = photo_bytes("coffee.png");
-    let ids: Vec<String> =
-        (0..3).map(|_| detect_as(&host, &key, &png, &[]).header("x-invocation-id").unwrap().to_owned()).collect();
+    let calls: Vec<(String, u64)> = (0..3)
+        .map(|_| {
+            let r = detect_as(&host, &key, &png, &[]);
+            (r.header("x-invocation-id").unwrap().to_owned(), r.header_u64("x-tokens"))
+        })
+        .collect();
     let (ok, table, _) = host.cli(&["usage", "--tenant", "acme"]);
     assert!(ok);
     assert!(table.contains("total cost:") && table.contains("CNY"), "{table}");
@@ -225,12 +240,13 @@ fn usage_exports_table_csv_and_cloudevents() {
     assert!(ok);
     let events: Vec<Value> = events.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     assert_eq!(events.len(), 3);
-    for (e, id) in events.iter().zip(&ids) {
+    for (e, (id, tokens)) in events.iter().zip(&calls) {
         assert_eq!(e["specversion"], "1.0");
         assert_eq!(&e["id"], id, "the event id is the invocation id");
         assert_eq!(e["subject"], "acme");
-        assert!(e["data"]["tokens"].as_i64().unwrap() >= 1000);
+        assert_eq!(e["data"]["tokens"].as_u64(), Some(*tokens), "the event bills what the answer said");
     }
+    assert!(calls[0].1 >= 1000 && calls[1..].iter().all(|c| c.1 == 100), "computed, then cache hits: {calls:?}");
     let (ok, _, err) = host.cli(&["usage", "--tenant", "nobody"]);
     assert!(!ok && err.contains("nobody"));
 }

@@ -427,6 +427,24 @@ impl Repo {
                 .env("YOLO_EDGE_COMPONENT", self.component())
                 .current_dir(&self.root),
         )?;
+        step("heavy: soak, saturating mixed load (YOLO_EDGE_SOAK_SECONDS, default 600) with a report");
+        run_cmd(
+            cargo()
+                .args([
+                    "test",
+                    "--release",
+                    "-p",
+                    "yolo-edge-tests",
+                    "--test",
+                    "soak",
+                    "--",
+                    "--ignored",
+                    "--nocapture",
+                ])
+                .env("YOLO_EDGE_BIN", self.host_binary())
+                .env("YOLO_EDGE_COMPONENT", self.component())
+                .current_dir(&self.root),
+        )?;
         step("heavy: fuzz the request parsing and decoding (cargo fuzz, nightly, YOLO_EDGE_FUZZ_SECONDS, default 120)");
         let nightly = Command::new("cargo").args(["+nightly", "--version"]).output().is_ok_and(|o| o.status.success());
         if !nightly {
@@ -478,21 +496,3 @@ impl Repo {
         )
     }
 }
-        step("heavy: soak, saturating mixed load (YOLO_EDGE_SOAK_SECONDS, default 600) with a report");
-        run_cmd(
-            cargo()
-                .args([
-                    "test",
-                    "--release",
-                    "-p",
-                    "yolo-edge-tests",
-                    "--test",
-                    "soak",
-                    "--",
-                    "--ignored",
-                    "--nocapture",
-                ])
-                .env("YOLO_EDGE_BIN", self.host_binary())
-                .env("YOLO_EDGE_COMPONENT", self.component())
-                .current_dir(&self.root),
-        )?;

@@ -1,0 +1,395 @@
+//! The result cache: identical image bytes + model + options → the stored answer, so a repeat
+//! costs neither inference nor the full price (`per_cache_hit` instead of `per_call`).
+//!
+//! Keyed by a SHA-256 over the decoded request (the image bytes, however they were sent: raw
+//! or base64 JSON), the normalised options, the resolved model and what could change its
+//! answer (the component's and the model files' own hashes, the backend). The answer itself is
+//! content-addressed and shared; billing is not: every hit is the caller's own ledger row,
+//! with a new invocation id, and never names the invocation that filled the cache.
+//!
+//! Two stores: an in-process LRU bounded in entries and age (the embedded default; the `lru`
+//! crate: small, maintained, no background threads), and Redis when `[cache] redis_url` is set
+//! (the `redis` crate's connection manager, which reconnects by itself), shared by every host
+//! on it. A Redis that does not answer makes a lookup a miss and a store a no-op, logged: the
+//! cache never fails a request.
+//!
+//! Lifecycle: [`ResultCache::open`] and [`ModelIds::scan`] at start → per request [`CacheKey::of`] (only for `POST`
+//! of a detection route without `Cache-Control: no-cache`/`no-store`) → [`ResultCache::get`]
+//! → on a miss, after a `200` answer, [`ResultCache::put`].
+
+use std::num::NonZeroUsize;
+use std::path::Path;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+/// `[cache]` in `yolo-edge.toml`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CacheConfig {
+    /// Whether answers are cached at all.
+    pub enabled: bool,
+    /// In-process cache: most answers kept (least recently used go first).
+    pub max_entries: usize,
+    /// How long an answer stays valid, seconds (both stores).
+    pub ttl_seconds: u64,
+    /// `redis://host:port/db`: share the cache between hosts through Redis instead.
+    pub redis_url: Option<String>,
+}
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        Self { enabled: true, max_entries: 10_000, ttl_seconds: 3600, redis_url: None }
+    }
+}
+
+/// A cached answer: what the function said, without the per-invocation metering headers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CachedAnswer {
+    /// HTTP status (only 200 answers are cached).
+    pub status: u16,
+    /// The function's own headers (content type).
+    pub headers: Vec<(String, String)>,
+    /// The body.
+    #[serde(with = "body_b64")]
+    pub body: Bytes,
+}
+
+mod body_b64 {
+    use base64::Engine as _;
+    use base64::engine::general_purpose::STANDARD;
+    use bytes::Bytes;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(b: &Bytes, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&STANDARD.encode(b))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Bytes, D::Error> {
+        let text = String::deserialize(d)?;
+        STANDARD.decode(text).map(Bytes::from).map_err(serde::de::Error::custom)
+    }
+}
+
+/// A request's cache key (hex SHA-256).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct CacheKey(String);
+
+impl CacheKey {
+    /// The key of a detection request, or `None` when it cannot be cached (its body does not
+    /// parse: the function answers the error, uncached; or its model is unknown to the host).
+    /// `identity` names everything outside the request that shapes a model's answer
+    /// (component, model files, backend).
+    pub fn of(
+        route: &str,
+        content_type: Option<&str>,
+        query: &str,
+        body: &[u8],
+        default_model: &str,
+        identity: &dyn Fn(&str) -> Option<String>,
+    ) -> Option<Self> {
+        let request = yolo_core::request::parse_detect_request(content_type, query, body).ok()?;
+        let o = &request.options;
+        let model = o.model.clone().unwrap_or_else(|| default_model.to_owned());
+        // Normalised: the same options however they were written (query or JSON, order,
+        // defaults spelt out or not) give the same key.
+        let options = serde_json::json!({
+            "conf": o.conf, "iou": o.iou, "max_det": o.max_det,
+            "classes": o.classes.as_ref().map(|c| { let mut c = c.clone(); c.sort_unstable(); c.dedup(); c }),
+            "model": model,
+        });
+        let identity = identity(&model)?;
+        let mut h = Sha256::new();
+        for part in [b"yolo-edge result cache v1".as_slice(), route.as_bytes(), identity.as_bytes()] {
+            h.update((part.len() as u64).to_le_bytes());
+            h.update(part);
+        }
+        let options = options.to_string();
+        h.update((options.len() as u64).to_le_bytes());
+        h.update(options.as_bytes());
+        h.update(&request.image);
+        Some(Self(hex(&h.finalize())))
+    }
+
+    /// The key as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The SHA-256 of `bytes`, in hex.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex(&Sha256::digest(bytes))
+}
+
+/// The SHA-256 (hex) of what in a model directory can change an answer: every regular file
+/// in it, by name and content.
+pub fn model_fingerprint(dir: &Path) -> std::io::Result<String> {
+    let mut files: Vec<_> =
+        std::fs::read_dir(dir)?.filter_map(Result::ok).map(|e| e.path()).filter(|p| p.is_file()).collect();
+    files.sort();
+    let mut h = Sha256::new();
+    for f in files {
+        let name = f.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        h.update((name.len() as u64).to_le_bytes());
+        h.update(name.as_bytes());
+        let bytes = std::fs::read(&f)?;
+        h.update((bytes.len() as u64).to_le_bytes());
+        h.update(&bytes);
+    }
+    Ok(hex(&h.finalize()))
+}
+
+/// Each model's identity for cache keys: its directory's [`model_fingerprint`] and its
+/// backend (backends differ in their last digits). Models without one are not cached.
+#[derive(Debug, Clone, Default)]
+pub struct ModelIds(std::collections::HashMap<String, String>);
+
+impl ModelIds {
+    /// Fingerprint every model directory under `dir` (about 0.2 s for the default model's
+    /// 70 MB: the host runs it beside loading the models).
+    pub fn scan(dir: &Path) -> Vec<(String, String)> {
+        let Ok(entries) = std::fs::read_dir(dir) else { return Vec::new() };
+        let mut found = Vec::new();
+        for path in entries.filter_map(Result::ok).map(|e| e.path()).filter(|p| p.is_dir()) {
+            let Some(name) = path.file_name().and_then(|n| n.to_str()).map(str::to_owned) else { continue };
+            match model_fingerprint(&path) {
+                Ok(id) => found.push((name, id)),
+                Err(e) => {
+                    tracing::warn!(model = %name, error = %e, "cannot fingerprint a model: its answers are not cached")
+                }
+            }
+        }
+        found
+    }
+
+    /// The identities of scanned models, each with its backend's name.
+    pub fn new(scanned: Vec<(String, String)>, backend: impl Fn(&str) -> String) -> Self {
+        Self(scanned.into_iter().map(|(name, id)| (name.clone(), format!("{id}/{}", backend(&name)))).collect())
+    }
+
+    /// A model's identity.
+    pub fn get(&self, model: &str) -> Option<&str> {
+        self.0.get(model).map(String::as_str)
+    }
+}
+
+/// Whether a request asked not to be served from the cache (`Cache-Control: no-cache` or
+/// `no-store`) and whether it asked that its answer not be stored (`no-store`).
+pub fn directives(headers: &http::HeaderMap) -> (bool, bool) {
+    let mut no_cache = false;
+    let mut no_store = false;
+    for v in headers.get_all(http::header::CACHE_CONTROL) {
+        for d in v.to_str().unwrap_or("").split(',') {
+            match d.trim().to_ascii_lowercase().as_str() {
+                "no-cache" => no_cache = true,
+                "no-store" => no_store = true,
+                _ => {}
+            }
+        }
+    }
+    (no_cache || no_store, no_store)
+}
+
+/// Where answers are kept.
+pub enum ResultCache {
+    /// Nowhere: the cache is off.
+    Off,
+    /// The in-process LRU.
+    Memory(Box<MemoryStore>),
+    /// Redis, shared by hosts.
+    Redis(Box<RedisStore>),
+}
+
+/// The in-process store: answers with the time they were stored.
+pub struct MemoryStore {
+    entries: Mutex<lru::LruCache<CacheKey, (Instant, CachedAnswer)>>,
+    ttl: Duration,
+}
+
+/// The Redis store.
+pub struct RedisStore {
+    connection: redis::aio::ConnectionManager,
+    ttl: Duration,
+    url: String,
+}
+
+/// Redis keys are namespaced.
+const REDIS_PREFIX: &str = "yolo-edge:cache:v1:";
+
+impl ResultCache {
+    /// Open the configured store (connecting to Redis when it is named).
+    pub async fn open(config: &CacheConfig) -> anyhow::Result<Self> {
+        let ttl = Duration::from_secs(config.ttl_seconds.max(1));
+        if !config.enabled {
+            return Ok(Self::Off);
+        }
+        if let Some(url) = &config.redis_url {
+            let client = redis::Client::open(url.as_str())
+                .map_err(|e| anyhow::anyhow!("[cache] redis_url {url:?} is not a Redis URL: {e}"))?;
+            let connection = tokio::time::timeout(Duration::from_secs(10), redis::aio::ConnectionManager::new(client))
+                .await
+                .map_err(|_| anyhow::anyhow!("Redis at {url} did not answer within 10 s"))?
+                .map_err(|e| anyhow::anyhow!("cannot connect to Redis at {url}: {e}"))?;
+            return Ok(Self::Redis(Box::new(RedisStore { connection, ttl, url: url.clone() })));
+        }
+        let capacity = NonZeroUsize::new(config.max_entries).unwrap_or(NonZeroUsize::MIN);
+        Ok(Self::Memory(Box::new(MemoryStore { entries: Mutex::new(lru::LruCache::new(capacity)), ttl })))
+    }
+
+    /// Whether answers are cached at all.
+    pub fn enabled(&self) -> bool {
+        !matches!(self, Self::Off)
+    }
+
+    /// Which store, for the log.
+    pub fn describe(&self) -> String {
+        match self {
+            Self::Off => "off".to_owned(),
+            Self::Memory(m) => format!("in-process LRU, ttl {:?}", m.ttl),
+            Self::Redis(r) => format!("Redis at {}, ttl {:?}", r.url, r.ttl),
+        }
+    }
+
+    /// The stored answer for `key`, if any and still fresh.
+    pub async fn get(&self, key: &CacheKey) -> Option<CachedAnswer> {
+        match self {
+            Self::Off => None,
+            Self::Memory(m) => {
+                let mut entries = m.entries.lock().unwrap_or_else(|p| p.into_inner());
+                match entries.get(key) {
+                    Some((stored, answer)) if stored.elapsed() < m.ttl => Some(answer.clone()),
+                    Some(_) => {
+                        entries.pop(key);
+                        None
+                    }
+                    None => None,
+                }
+            }
+            Self::Redis(r) => {
+                let mut c = r.connection.clone();
+                let got: redis::RedisResult<Option<Vec<u8>>> =
+                    redis::cmd("GET").arg(format!("{REDIS_PREFIX}{}", key.0)).query_async(&mut c).await;
+                match got {
+                    Ok(Some(bytes)) => serde_json::from_slice(&bytes).ok(),
+                    Ok(None) => None,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "Redis cache lookup failed: answering without the cache");
+                        None
+                    }
+                }
+            }
+        }
+    }
+
+    /// Store `answer` under `key`.
+    pub async fn put(&self, key: &CacheKey, answer: CachedAnswer) {
+        match self {
+            Self::Off => {}
+            Self::Memory(m) => {
+                m.entries.lock().unwrap_or_else(|p| p.into_inner()).put(key.clone(), (Instant::now(), answer));
+            }
+            Self::Redis(r) => {
+                let Ok(value) = serde_json::to_vec(&answer) else { return };
+                let mut c = r.connection.clone();
+                let set: redis::RedisResult<()> = redis::cmd("SET")
+                    .arg(format!("{REDIS_PREFIX}{}", key.0))
+                    .arg(value)
+                    .arg("EX")
+                    .arg(r.ttl.as_secs().max(1))
+                    .query_async(&mut c)
+                    .await;
+                if let Err(e) = set {
+                    tracing::warn!(error = %e, "Redis cache store failed: the answer is not cached");
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(query: &str, body: &[u8]) -> Option<CacheKey> {
+        CacheKey::of("/detect", Some("image/png"), query, body, "yolov3-tiny", &|m| Some(format!("id-of-{m}")))
+    }
+
+    const PNG: &[u8] = b"\x89PNG\r\n\x1a\nnot really";
+
+    #[test]
+    fn keys_follow_the_decoded_request_not_its_spelling() {
+        let raw = key("", PNG).unwrap();
+        assert_eq!(key("conf=0.25&iou=0.45", PNG).unwrap(), raw, "defaults spelt out");
+        assert_eq!(key("model=yolov3-tiny", PNG).unwrap(), raw, "the default model named");
+        assert_eq!(key("classes=2,0", PNG), key("classes=0,2", PNG), "class order");
+        use base64::Engine as _;
+        let json = format!(r#"{{"image":"{}"}}"#, base64::engine::general_purpose::STANDARD.encode(PNG));
+        let from_json = CacheKey::of("/detect", Some("application/json"), "", json.as_bytes(), "yolov3-tiny", &|m| {
+            Some(format!("id-of-{m}"))
+        });
+        assert_eq!(from_json.unwrap(), raw, "base64 JSON and raw bytes are the same image");
+        assert_ne!(key("conf=0.3", PNG).unwrap(), raw);
+        assert_ne!(key("", b"\x89PNG\r\n\x1a\nanother").unwrap(), raw);
+        let other_model =
+            CacheKey::of("/detect", Some("image/png"), "", PNG, "yolov3-tiny", &|m| Some(format!("v2-{m}")));
+        assert_ne!(other_model.unwrap(), raw, "changed model files");
+        assert_ne!(
+            CacheKey::of("/other", Some("image/png"), "", PNG, "yolov3-tiny", &|m| Some(format!("id-of-{m}"))).unwrap(),
+            raw
+        );
+        assert!(key("conf=7", PNG).is_none(), "an invalid request is not cached");
+        let unknown = CacheKey::of("/detect", Some("image/png"), "", PNG, "yolov3-tiny", &|_| None);
+        assert!(unknown.is_none(), "a model not fingerprinted yet is not cached");
+    }
+
+    #[test]
+    fn cache_control_directives() {
+        let mut h = http::HeaderMap::new();
+        assert_eq!(directives(&h), (false, false));
+        h.insert(http::header::CACHE_CONTROL, "max-age=0, No-Cache".parse().unwrap());
+        assert_eq!(directives(&h), (true, false));
+        h.insert(http::header::CACHE_CONTROL, "no-store".parse().unwrap());
+        assert_eq!(directives(&h), (true, true));
+    }
+
+    #[tokio::test]
+    async fn memory_store_is_bounded_and_expires() {
+        let answer = |n: u8| CachedAnswer { status: 200, headers: vec![], body: Bytes::from(vec![n]) };
+        let c = ResultCache::open(&CacheConfig { max_entries: 2, ..CacheConfig::default() }).await.unwrap();
+        let (a, b, d) = (key("", PNG).unwrap(), key("conf=0.3", PNG).unwrap(), key("conf=0.4", PNG).unwrap());
+        c.put(&a, answer(1)).await;
+        c.put(&b, answer(2)).await;
+        assert_eq!(c.get(&a).await, Some(answer(1)));
+        c.put(&d, answer(3)).await;
+        assert_eq!(c.get(&b).await, None, "the least recently used went first");
+        assert_eq!(c.get(&a).await, Some(answer(1)));
+        let short = ResultCache::open(&CacheConfig { ttl_seconds: 1, ..CacheConfig::default() }).await.unwrap();
+        short.put(&a, answer(1)).await;
+        if let ResultCache::Memory(m) = &short {
+            let mut entries = m.entries.lock().unwrap();
+            entries.get_mut(&a).unwrap().0 -= Duration::from_secs(2);
+        }
+        assert_eq!(short.get(&a).await, None, "expired");
+        let off = ResultCache::open(&CacheConfig { enabled: false, ..CacheConfig::default() }).await.unwrap();
+        off.put(&a, answer(1)).await;
+        assert_eq!(off.get(&a).await, None);
+    }
+
+    #[test]
+    fn answers_survive_serialisation() {
+        let a = CachedAnswer {
+            status: 200,
+            headers: vec![("content-type".into(), "application/json".into())],
+            body: Bytes::from_static(b"{\"count\":0}"),
+        };
+        assert_eq!(serde_json::from_slice::<CachedAnswer>(&serde_json::to_vec(&a).unwrap()).unwrap(), a);
+    }
+}
