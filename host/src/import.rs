@@ -422,9 +422,17 @@ pub fn import(options: &ImportOptions) -> anyhow::Result<Imported> {
             OutputLayout::Yolov5 => format!("[1, N, 5 + C] (YOLOv5), so 5 + C = {}", classes + 5),
             OutputLayout::Yolov8 => format!("[1, 4 + C, N] (YOLOv8/v11), so 4 + C = {}", classes + 4),
         };
+        // [1, N, 6] with many names: boxes after NMS (x1, y1, x2, y2, score, class), as YOLOv10
+        // and `nms=True` exports answer, not raw predictions.
+        let hint = if layout == OutputLayout::Yolov5 && classes == 1 && names.len() > 1 {
+            " (an output of 6 values per box with many classes looks like an export with NMS built in, \
+             e.g. YOLOv10 or `nms=True`: export the raw predictions instead)"
+        } else {
+            ""
+        };
         bail!(
             "class count mismatch: output {output_name:?} has shape {:?}, read as {expected}: {classes} classes, \
-             but {labels_from} has {} names",
+             but {labels_from} has {} names{hint}",
             out.dims,
             names.len()
         );

@@ -37,6 +37,7 @@ use crate::metrics::{Metrics, route_label};
 /// exactly these (checked by a unit test in [`crate::web`] and end to end by the tests).
 pub const ROUTES: &[(&str, &str)] = &[
     ("POST", "/detect"),
+    ("POST", "/detect/batch"),
     ("GET", "/healthz"),
     ("GET", "/metrics"),
     ("GET", "/v1/usage"),

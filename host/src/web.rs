@@ -40,10 +40,10 @@ pub const ASSETS: [Asset; 4] = [
     Asset { path: "/openapi.json", content_type: "application/json", body: OPENAPI },
 ];
 
-/// The page may load scripts, styles and images only from this host (images also from the
-/// `blob:` URLs of files the user picks) and talk only to this host.
+/// The page may load scripts, styles and images only from this host (plus the empty `data:`
+/// icon that spares a favicon request) and talk only to this host.
 pub const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'; style-src 'self'; \
-    img-src 'self' blob: data:; connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
+    img-src 'self' data:; connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
 
 /// The asset at `path`.
 pub fn find(path: &str) -> Option<&'static Asset> {

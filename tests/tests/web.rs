@@ -86,6 +86,7 @@ impl Browser {
             json!({"capabilities": {"alwaysMatch": {
                 "browserName": "chrome",
                 "goog:chromeOptions": {"binary": CHROMIUM, "args": args},
+                "goog:loggingPrefs": {"browser": "ALL"},
             }}}),
         );
         browser.session = created["sessionId"].as_str().unwrap_or_else(|| panic!("no session: {created}")).to_owned();
@@ -149,6 +150,12 @@ impl Browser {
             assert!(Instant::now() < deadline, "the page did not answer within 60 s: {status}");
             std::thread::sleep(Duration::from_millis(100));
         }
+    }
+
+    /// The browser console's messages so far.
+    fn console(&self) -> Vec<String> {
+        let entries = self.call("POST", &self.session("/se/log"), json!({"type": "browser"}));
+        entries.as_array().into_iter().flatten().map(|e| format!("{} {}", e["level"], e["message"])).collect()
     }
 
     fn screenshot(&self, path: &Path) {
@@ -244,6 +251,9 @@ fn the_page_detects_the_cup_in_a_real_browser() {
     let status_line = shown_status(&browser);
     assert!(status_line.contains("1 object") && status_line.contains(&shown[0].as_str().unwrap().to_owned()));
 
+    let console = browser.console();
+    assert!(!console.iter().any(|m| m.contains("SEVERE")), "the page ran without errors: {console:?}");
+
     // The key stays in local storage; a wrong one shows the JSON error.
     browser.goto(&host.url("/"));
     assert_eq!(browser.script("return document.getElementById('key').value"), host.key.as_str());
@@ -254,6 +264,9 @@ fn the_page_detects_the_cup_in_a_real_browser() {
     browser.screenshot(&screenshots().join("unauthorized.png"));
     assert_eq!(state, "error");
     assert!(text.contains("401") && text.contains("unauthorized"), "{text}");
+    let console = browser.console();
+    assert!(console.iter().any(|m| m.contains("401")), "the console is read: it has the failed request: {console:?}");
+    assert!(!console.iter().any(|m| m.contains("Content Security Policy")), "{console:?}");
     assert_eq!(
         browser.script("return localStorage.getItem('yolo-edge.api-key')"),
         "ye_notakey_0000",
@@ -321,7 +334,20 @@ fn the_openapi_document_describes_every_route() {
             let headers: Vec<(&str, &str)> = if open { vec![] } else { vec![("authorization", auth.as_str())] };
             let reply = match method.as_str() {
                 "get" => host.get_with(&url, &headers),
-                "post" => host.post_with(&url, Some("image/png"), &coffee, &headers),
+                // The raw photograph where the operation takes images, else JSON with it in base64.
+                "post" if operation["requestBody"]["content"]["image/png"].is_object() => {
+                    host.post_with(&url, Some("image/png"), &coffee, &headers)
+                }
+                "post" => {
+                    // The one field the request schema requires: `image`, or `images` (a list).
+                    let schema = &operation["requestBody"]["content"]["application/json"]["schema"]["$ref"];
+                    let pointer = schema.as_str().and_then(|r| r.strip_prefix('#')).unwrap_or_default();
+                    let required = &doc.pointer(pointer).unwrap_or(&Value::Null)["required"];
+                    let image = Value::String(base64::engine::general_purpose::STANDARD.encode(&coffee));
+                    let body =
+                        if required[0] == "images" { json!({"images": [image]}) } else { json!({"image": image}) };
+                    host.post_with(&url, Some("application/json"), body.to_string().as_bytes(), &headers)
+                }
                 other => panic!("{other} {path}: the tests do not know how to call it"),
             };
             let code = serde_json::from_str::<Value>(&reply.body).ok().map(|v| v["error"]["code"].clone());
