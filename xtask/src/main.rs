@@ -356,7 +356,7 @@ impl Repo {
         let key = self.demo_key()?;
         step("serve");
         println!(
-            "When it says it is listening, try:\n\n  curl -s -X POST -H 'Authorization: Bearer {key}' -H 'Content-Type: image/png' --data-binary @tests/data/coffee.png http://127.0.0.1:8080/detect\n\nand see what it cost with `target/release/yolo-edge usage --tenant demo`.\n"
+            "When it says it is listening, open http://127.0.0.1:8080/ in a browser and paste the key {key}, or try:\n\n  curl -s -X POST -H 'Authorization: Bearer {key}' -H 'Content-Type: image/png' --data-binary @tests/data/coffee.png http://127.0.0.1:8080/detect\n\nand see what it cost with `target/release/yolo-edge usage --tenant demo`.\n"
         );
         run_cmd(
             Command::new(self.host_binary())
