@@ -60,6 +60,12 @@ pub fn parse_batch_request(
         ));
     }
     let options = DetectOptions::from_query(query)?.with_json(obj, &["images"])?;
+    if options.annotate.is_some() {
+        return Err(ApiError::new(
+            ErrorCode::InvalidOption,
+            "annotate is not available for a batch: send each image to /detect",
+        ));
+    }
     let images = images
         .iter()
         .map(|v| match v {
@@ -105,6 +111,7 @@ mod tests {
             (Some("application/json"), r#"{"images":[]}"#.into(), 400, "invalid_request"),
             (Some("application/json"), format!(r#"{{"images":["{one}"],"conf":9}}"#), 400, "invalid_option"),
             (Some("application/json"), format!(r#"{{"images":["{one}"],"image":"x"}}"#), 400, "invalid_option"),
+            (Some("application/json"), format!(r#"{{"images":["{one}"],"annotate":"png"}}"#), 400, "invalid_option"),
             (Some("application/json"), format!(r#"{{"images":["{one}","{one}","{one}"]}}"#), 413, "payload_too_large"),
         ];
         for (ct, body, status, code) in cases {

@@ -1,5 +1,5 @@
-//! Detection options (`conf`, `iou`, `max_det`, `classes`, `model`), from a JSON object or a
-//! query string, validated the same way for both.
+//! Detection options (`conf`, `iou`, `max_det`, `classes`, `model`, `annotate`), from a JSON
+//! object or a query string, validated the same way for both.
 
 use crate::error::{ApiError, ErrorCode};
 use serde_json::{Map, Value};
@@ -14,7 +14,42 @@ pub const DEFAULT_MAX_DET: usize = 100;
 pub const MAX_MAX_DET: usize = 1000;
 
 /// The option names a request may carry (besides `image` in JSON).
-pub const OPTION_NAMES: [&str; 5] = ["conf", "iou", "max_det", "classes", "model"];
+pub const OPTION_NAMES: [&str; 6] = ["conf", "iou", "max_det", "classes", "model", "annotate"];
+
+/// Answer with the image, boxes and labels drawn on it, instead of JSON.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Annotate {
+    /// A PNG.
+    Png,
+    /// A JPEG.
+    Jpeg,
+}
+
+impl Annotate {
+    fn parse(value: &str) -> Result<Self, ApiError> {
+        match value.to_ascii_lowercase().as_str() {
+            "png" => Ok(Self::Png),
+            "jpeg" | "jpg" => Ok(Self::Jpeg),
+            _ => Err(invalid(format!("annotate must be \"png\" or \"jpeg\", got {value:?}"))),
+        }
+    }
+
+    /// The answer's media type.
+    pub fn media_type(self) -> &'static str {
+        match self {
+            Self::Png => "image/png",
+            Self::Jpeg => "image/jpeg",
+        }
+    }
+
+    /// The option's value, as a client writes it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Png => "png",
+            Self::Jpeg => "jpeg",
+        }
+    }
+}
 
 /// Validated detection options.
 #[derive(Debug, Clone, PartialEq)]
@@ -29,11 +64,20 @@ pub struct DetectOptions {
     pub classes: Option<Vec<u32>>,
     /// The model to use; `None` means the deployment's default model.
     pub model: Option<String>,
+    /// Answer with the annotated image in this format; `None`: JSON.
+    pub annotate: Option<Annotate>,
 }
 
 impl Default for DetectOptions {
     fn default() -> Self {
-        Self { conf: DEFAULT_CONF, iou: DEFAULT_IOU, max_det: DEFAULT_MAX_DET, classes: None, model: None }
+        Self {
+            conf: DEFAULT_CONF,
+            iou: DEFAULT_IOU,
+            max_det: DEFAULT_MAX_DET,
+            classes: None,
+            model: None,
+            annotate: None,
+        }
     }
 }
 
@@ -99,6 +143,11 @@ impl DetectOptions {
                     validate_model_name(name)?;
                     o.model = Some(name.to_owned());
                 }
+                "annotate" => {
+                    let format =
+                        value.as_str().ok_or_else(|| invalid(format!("annotate must be a string, got {value}")))?;
+                    o.annotate = Some(Annotate::parse(format)?);
+                }
                 other if also_allowed.contains(&other) => {}
                 other => return Err(unknown_field(other, also_allowed)),
             }
@@ -131,6 +180,7 @@ impl DetectOptions {
                     validate_model_name(&value)?;
                     o.model = Some(value);
                 }
+                "annotate" => o.annotate = Some(Annotate::parse(&value)?),
                 other => return Err(unknown_field(other, &[])),
             }
         }
@@ -304,5 +354,19 @@ mod tests {
         for bad in ["", ".", "..", ".hidden", "a/b", "a\\b", "a b", &"x".repeat(65)] {
             assert!(validate_model_name(bad).is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn annotate_from_query_and_json() {
+        assert_eq!(DetectOptions::from_query("").unwrap().annotate, None);
+        assert_eq!(DetectOptions::from_query("annotate=png").unwrap().annotate, Some(Annotate::Png));
+        assert_eq!(DetectOptions::from_query("annotate=JPG").unwrap().annotate, Some(Annotate::Jpeg));
+        let obj = serde_json::json!({"annotate": "jpeg"});
+        let o = DetectOptions::from_json(obj.as_object().unwrap(), &[]).unwrap();
+        assert_eq!(o.annotate, Some(Annotate::Jpeg));
+        assert_eq!(Annotate::Jpeg.media_type(), "image/jpeg");
+        assert_eq!(DetectOptions::from_query("annotate=gif").unwrap_err().code, ErrorCode::InvalidOption);
+        let bad = serde_json::json!({"annotate": 1});
+        assert!(DetectOptions::from_json(bad.as_object().unwrap(), &[]).is_err());
     }
 }

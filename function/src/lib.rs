@@ -18,15 +18,17 @@
 // no code written by hand in this crate is.
 #![allow(unsafe_code)]
 
+mod annotate;
 mod models;
 mod nn;
 
+use image::RgbImage;
 use spin_sdk::http::{Method, Request, Response};
 use spin_sdk::http_component;
 use yolo_core::batch::{DEFAULT_MAX_BATCH, parse_batch_request};
 use yolo_core::decode::{DecodeLimits, decode_rgb};
 use yolo_core::letterbox::letterbox_le_bytes;
-use yolo_core::options::DetectOptions;
+use yolo_core::options::{Annotate, DetectOptions};
 use yolo_core::postprocess::detections;
 use yolo_core::request::parse_detect_request;
 use yolo_core::response::DetectResponse;
@@ -66,8 +68,18 @@ fn handle(req: Request) -> Response {
         ("/detect", Method::Post) => {
             let mut timings = Timings::default();
             let mut r = match detect(&req, &mut timings) {
-                Ok((answer, pixels)) => {
+                Ok(Detected { answer, pixels, annotated: None }) => {
                     let mut r = json(200, answer.to_json());
+                    r.set_header(PIXELS_HEADER, pixels.to_string());
+                    r
+                }
+                Ok(Detected { answer, pixels, annotated: Some((format, image)) }) => {
+                    let mut r = Response::builder()
+                        .status(200)
+                        .header("content-type", format.media_type())
+                        .header("x-detections", answer.to_json())
+                        .body(image)
+                        .build();
                     r.set_header(PIXELS_HEADER, pixels.to_string());
                     r
                 }
@@ -149,8 +161,16 @@ fn open_model(options: &DetectOptions) -> Result<(String, models::Model), ApiErr
     Ok((name, model))
 }
 
-/// `POST /detect`: the whole pipeline. Returns the answer and the decoded pixel count.
-fn detect(req: &Request, timings: &mut Timings) -> Result<(DetectResponse, u64), ApiError> {
+/// What `POST /detect` found: the JSON answer, the pixels decoded, and with `annotate` the
+/// encoded image with the detections drawn on it.
+struct Detected {
+    answer: DetectResponse,
+    pixels: u64,
+    annotated: Option<(Annotate, Vec<u8>)>,
+}
+
+/// `POST /detect`: the whole pipeline.
+fn detect(req: &Request, timings: &mut Timings) -> Result<Detected, ApiError> {
     timings.mark("start");
     let body = body_within_limit(req)?;
     let content_type = req.header("content-type").and_then(|v| v.as_str());
@@ -158,17 +178,36 @@ fn detect(req: &Request, timings: &mut Timings) -> Result<(DetectResponse, u64),
     timings.mark("parse");
     let (model_name, model) = open_model(&request.options)?;
     timings.mark("model");
-    detect_one(&request.image, &request.options, &model_name, &model, timings)
+    let annotate = request.options.annotate;
+    let (answer, image) =
+        detect_one(&request.image, &request.options, &model_name, &model, annotate.is_some(), timings)?;
+    let pixels = pixels_of(&answer);
+    let annotated = match (annotate, image) {
+        (Some(format), Some(image)) => {
+            let encoded = annotate::render(image, &answer.detections, format)?;
+            timings.mark("annotate");
+            Some((format, encoded))
+        }
+        _ => None,
+    };
+    Ok(Detected { answer, pixels, annotated })
 }
 
-/// One image through decode → letterbox → inference → post-processing.
+/// The decoded pixels behind an answer (metered).
+fn pixels_of(answer: &DetectResponse) -> u64 {
+    u64::from(answer.image.width) * u64::from(answer.image.height)
+}
+
+/// One image through decode → letterbox → inference → post-processing: the answer, and the
+/// decoded image when `keep_image` (else it is freed before inference: peak memory is billed).
 fn detect_one(
     image: &[u8],
     options: &DetectOptions,
     model_name: &str,
     model: &models::Model,
+    keep_image: bool,
     timings: &mut Timings,
-) -> Result<(DetectResponse, u64), ApiError> {
+) -> Result<(DetectResponse, Option<RgbImage>), ApiError> {
     let limits = DecodeLimits {
         max_pixels: env_or("YOLO_EDGE_MAX_PIXELS", DecodeLimits::default().max_pixels),
         ..DecodeLimits::default()
@@ -178,7 +217,7 @@ fn detect_one(
     let (width, height) = image.dimensions();
     let meta = &model.metadata;
     let (input, geometry) = letterbox_le_bytes(&image, meta.input.width, meta.input.height, meta.letterbox.color);
-    drop(image);
+    let image = keep_image.then_some(image);
     timings.mark("letterbox");
 
     let dims = [1, 3, meta.input.height, meta.input.width];
@@ -186,7 +225,7 @@ fn detect_one(
     timings.mark("infer");
     let found = detections(meta.output.layout, &output.data, &output.dims, &model.labels, &geometry, options)?;
     timings.mark("post");
-    Ok((DetectResponse::new(found, model_name, width, height), u64::from(width) * u64::from(height)))
+    Ok((DetectResponse::new(found, model_name, width, height), image))
 }
 
 /// `POST /detect/batch`: `{"results": [<a /detect answer> or {"error": ...}, ...], "count"}`
@@ -202,13 +241,12 @@ fn detect_batch(req: &Request) -> Result<(serde_json::Value, u64), ApiError> {
         .images
         .iter()
         .map(|image| {
-            let answer = image
-                .as_ref()
-                .map_err(Clone::clone)
-                .and_then(|bytes| detect_one(bytes, &batch.options, &model_name, &model, &mut Timings::default()));
+            let answer = image.as_ref().map_err(Clone::clone).and_then(|bytes| {
+                detect_one(bytes, &batch.options, &model_name, &model, false, &mut Timings::default())
+            });
             match answer {
-                Ok((answer, decoded)) => {
-                    pixels += decoded;
+                Ok((answer, _)) => {
+                    pixels += pixels_of(&answer);
                     serde_json::from_str(&answer.to_json()).unwrap_or(serde_json::Value::Null)
                 }
                 Err(e) => serde_json::from_str(&e.to_json()).unwrap_or(serde_json::Value::Null),

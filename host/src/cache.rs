@@ -100,6 +100,7 @@ impl CacheKey {
             "conf": o.conf, "iou": o.iou, "max_det": o.max_det,
             "classes": o.classes.as_ref().map(|c| { let mut c = c.clone(); c.sort_unstable(); c.dedup(); c }),
             "model": model,
+            "annotate": o.annotate.map(|a| a.as_str()),
         });
         let identity = identity(&model)?;
         let mut h = Sha256::new();

@@ -150,6 +150,7 @@ impl Repo {
         self.openvino()?;
         self.model()?;
         self.photos()?;
+        self.font()?;
         self.debian_packages();
         self.build()?;
         self.bake()
@@ -276,6 +277,28 @@ impl Repo {
         if let Err(e) = installed {
             println!("warning: could not install {missing:?} ({e:#}): the tests that use them will fail");
         }
+    }
+
+    /// DejaVu Sans from the matplotlib wheel the photographs came from: the function draws
+    /// the labels of annotated answers with it (compiled in).
+    fn font(&self) -> anyhow::Result<()> {
+        step("label font: DejaVuSans.ttf from the matplotlib wheel → .cache/fonts");
+        let font = self.path(".cache/fonts/DejaVuSans.ttf");
+        if font.is_file() {
+            println!("already there");
+            return Ok(());
+        }
+        std::fs::create_dir_all(self.path(".cache/fonts"))?;
+        // The wheel is already in .cache/downloads when the photographs were fetched from it.
+        let script = "import sys, zipfile, glob, subprocess\n\
+                      found = glob.glob(sys.argv[1] + '/matplotlib-*.whl')\n\
+                      if not found: subprocess.run([sys.executable, '-m', 'pip', 'download', '--no-deps', \
+                      '--only-binary', ':all:', '-d', sys.argv[1], 'matplotlib==3.11.2'], check=True)\n\
+                      wheel = sorted(glob.glob(sys.argv[1] + '/matplotlib-*.whl'))[-1]\n\
+                      data = zipfile.ZipFile(wheel).read('matplotlib/mpl-data/fonts/ttf/DejaVuSans.ttf')\n\
+                      open(sys.argv[2], 'wb').write(data)\n";
+        run_cmd(Command::new(self.python()).args(["-c", script]).arg(self.path(".cache/downloads")).arg(&font))
+            .context("the matplotlib wheel in .cache/downloads holds no DejaVuSans.ttf")
     }
 
     fn build(&self) -> anyhow::Result<()> {
