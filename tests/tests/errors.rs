@@ -55,7 +55,7 @@ fn malformed_requests_are_400() {
 #[test]
 fn unknown_routes_and_models_are_404() {
     let host = Host::shared();
-    host.call("GET", "/").assert_error(404, "not_found");
+    // (`GET /` is the demo page: tests/tests/web.rs.)
     host.call("GET", "/nope").assert_error(404, "not_found");
     host.post("/v2/detect", Some("image/png"), b"x").assert_error(404, "not_found");
     let r = host.detect_raw("image/png", &photo_bytes("coffee.png"), "model=nope");
