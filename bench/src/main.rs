@@ -179,12 +179,18 @@ fn interleaved(
     let bytes = photo_bytes(image.name);
     let path = photo(image.name);
     let mut l = Latencies { bare: vec![], bare_nn: vec![], answers: vec![], python: vec![] };
+    // A pause after each side: onnxruntime's workers spin for a while after a run (Python's
+    // default session options), which would slow whichever side runs next.
+    let settle = || std::thread::sleep(Duration::from_millis(30));
     for rep in 0..reps + 3 {
         let started = Instant::now();
         let run = bare.run(&bytes)?;
         let total = started.elapsed().as_secs_f64() * 1000.0;
+        settle();
         let answer = http::send(agent, server)?;
+        settle();
         let py = python.as_deref_mut().map(|p| p.run(&path)).transpose()?;
+        settle();
         if rep >= 3 {
             l.bare.push(total);
             l.bare_nn.push(run.inference.as_secs_f64() * 1000.0);
