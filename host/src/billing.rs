@@ -162,7 +162,8 @@ pub async fn handle(app: Arc<App>, req: Request<Incoming>, peer: SocketAddr) -> 
         Err(refusal) => return limit_refusal(refusal, &tenant),
     };
     let held = Held { _slot: slot, _ticket: ticket, _guard: guard };
-    let task = tokio::spawn(execute(app, caller, parts, body, key.zip(fingerprint), cached, held, peer));
+    let keep = Keep { idempotency: key.zip(fingerprint), cache: cached };
+    let task = tokio::spawn(execute(app, caller, parts, body, keep, held, peer));
     task.await.unwrap_or_else(|e| {
         tracing::error!(error = %e, "the invocation task failed");
         json_error(&ApiError::new(ErrorCode::Internal, "the invocation task failed"))
@@ -192,6 +193,13 @@ fn cache_plan(app: &App, parts: &Parts, body: &[u8]) -> Option<CachePlan> {
     let key = CacheKey::of(parts.uri.path(), content_type, query, body, invoker.default_model(), &identity)?;
     let (skip, no_store) = cache::directives(&parts.headers);
     Some(CachePlan { key, lookup: !skip, store: !no_store })
+}
+
+/// Where an executed invocation's answer is kept: under the request's idempotency key (with
+/// the request's fingerprint), and in the result cache.
+struct Keep {
+    idempotency: Option<(String, String)>,
+    cache: Option<CachePlan>,
 }
 
 /// What an executing invocation holds until it is recorded: its instance slot, its place
@@ -273,8 +281,7 @@ async fn execute(
     caller: Caller,
     parts: Parts,
     body: Bytes,
-    idempotency: Option<(String, String)>,
-    cached: Option<CachePlan>,
+    keep: Keep,
     held: Held,
     peer: SocketAddr,
 ) -> Reply {
@@ -297,7 +304,7 @@ async fn execute(
     let invoked = Invoked { id: &id, caller: &caller, ts_us, route, status, outcome };
     let mut e = invoked.entry(&usage, tokens);
     let body = reply.body().clone().collect().await.map(|c| c.to_bytes()).unwrap_or_default();
-    let answer = idempotency.map(|(key, request_sha256)| {
+    let answer = keep.idempotency.map(|(key, request_sha256)| {
         e.idempotency_key = Some(key.clone());
         StoredAnswer {
             tenant: caller.tenant.clone(),
@@ -318,7 +325,7 @@ async fn execute(
         Err(e) => return unavailable(&anyhow::anyhow!("{e}")),
     };
     drop(held);
-    if let Some(plan) = cached {
+    if let Some(plan) = keep.cache {
         if plan.store && status == 200 && matches!(invocation.outcome, Outcome::Answered(_)) {
             let answer = CachedAnswer { status, headers: stored_headers(&reply), body: body.clone() };
             app.cache.put(&plan.key, answer).await;

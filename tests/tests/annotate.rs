@@ -56,7 +56,7 @@ fn the_cup_is_drawn_on_a_png_and_a_jpeg() {
     assert_eq!(drawn.get_pixel(centre.0, centre.1), original.get_pixel(centre.0, centre.1), "inside untouched");
     // A label above the box: a run of the box colour and of text ink.
     let label_row: Vec<Rgb<u8>> = (x1..x1 + 40).map(|x| *drawn.get_pixel(x, y1.saturating_sub(4))).collect();
-    assert!(label_row.iter().any(|p| *p == edge), "label background in the box colour");
+    assert!(label_row.contains(&edge), "label background in the box colour");
     let changed = drawn.pixels().zip(original.pixels()).filter(|(a, b)| a != b).count();
     assert!(changed < (drawn.width() * drawn.height() / 4) as usize, "only the box and label are drawn: {changed}");
 
