@@ -373,6 +373,15 @@ fn the_openapi_document_describes_every_route() {
     ] {
         assert!(checked.iter().any(|c| c == route), "{route} is missing from {checked:?}");
     }
+    // The documented annotated answer: the image, the detections in x-detections.
+    let documented = &detect["responses"]["200"]["content"];
+    assert!(documented["image/png"].is_object() && detect["responses"]["200"]["headers"]["x-detections"].is_object());
+    let annotated = host.detect_raw("image/png", &coffee, "annotate=png");
+    assert_eq!(annotated.status, 200, "{}", annotated.status);
+    assert_eq!(annotated.header("content-type"), Some("image/png"));
+    let shown: Value = serde_json::from_str(annotated.header("x-detections").unwrap_or_default()).unwrap();
+    assert_eq!(shown["count"], 1, "{shown}");
+
     // Anything else is not routed.
     host.get("/nowhere").assert_error(404, "not_found");
 }
