@@ -304,30 +304,15 @@ async fn execute(
     let invoked = Invoked { id: &id, caller: &caller, ts_us, route, status, outcome };
     let mut e = invoked.entry(&usage, tokens);
     let body = reply.body().clone().collect().await.map(|c| c.to_bytes()).unwrap_or_default();
-    let answer = keep.idempotency.map(|(key, request_sha256)| {
-        e.idempotency_key = Some(key.clone());
-        StoredAnswer {
-            tenant: caller.tenant.clone(),
-            key,
-            request_sha256,
-            invocation_id: id.to_string(),
-            created_us: ts_us,
-            status,
-            headers: stored_headers(&reply),
-            body: body.to_vec(),
-        }
-    });
-    let db = app.db.clone();
-    let recorded = tokio::task::spawn_blocking(move || db.record(&e, answer.as_ref())).await;
-    let balance = match recorded {
-        Ok(Ok((_, balance))) => balance,
-        Ok(Err(e)) => return unavailable(&e),
-        Err(e) => return unavailable(&anyhow::anyhow!("{e}")),
+    let answer = CachedAnswer { status, headers: stored_headers(&reply), body: body.clone() };
+    let kept = keep_under_key(&mut e, keep.idempotency, &answer);
+    let balance = match record(&app, e, kept).await {
+        Ok(balance) => balance,
+        Err(refused) => return refused,
     };
     drop(held);
     if let Some(plan) = keep.cache {
         if plan.store && status == 200 && matches!(invocation.outcome, Outcome::Answered(_)) {
-            let answer = CachedAnswer { status, headers: stored_headers(&reply), body: body.clone() };
             app.cache.put(&plan.key, answer).await;
         }
         set_header(&mut reply, headers::CACHE, if plan.lookup { "miss" } else { "bypass" });
@@ -370,6 +355,35 @@ async fn execute(
     reply
 }
 
+/// The answer to store under the request's idempotency key (with its fingerprint), if it has
+/// one; the ledger entry then names the key.
+fn keep_under_key(e: &mut Entry, idempotency: Option<(String, String)>, answer: &CachedAnswer) -> Option<StoredAnswer> {
+    idempotency.map(|(key, request_sha256)| {
+        e.idempotency_key = Some(key.clone());
+        StoredAnswer {
+            tenant: e.tenant.clone(),
+            key,
+            request_sha256,
+            invocation_id: e.id.clone(),
+            created_us: e.ts_us,
+            status: answer.status,
+            headers: answer.headers.clone(),
+            body: answer.body.to_vec(),
+        }
+    })
+}
+
+/// Commit the ledger row (and a kept answer) with its charge: the tenant's balance after it,
+/// or the 500 answer when the ledger cannot be written.
+async fn record(app: &App, e: Entry, kept: Option<StoredAnswer>) -> Result<i64, Reply> {
+    let db = app.db.clone();
+    match tokio::task::spawn_blocking(move || db.record(&e, kept.as_ref())).await {
+        Ok(Ok((_, balance))) => Ok(balance),
+        Ok(Err(e)) => Err(unavailable(&e)),
+        Err(e) => Err(unavailable(&anyhow::anyhow!("{e}"))),
+    }
+}
+
 /// Why a stored answer is given again.
 enum Reuse {
     /// An idempotent repeat: free, recorded as a replay of `of`.
@@ -408,26 +422,12 @@ async fn reuse_answer(
         }
         Reuse::CacheHit { idempotency, .. } => {
             e.cache_hit = true;
-            kept = idempotency.clone().map(|(key, request_sha256)| {
-                e.idempotency_key = Some(key.clone());
-                StoredAnswer {
-                    tenant: caller.tenant.clone(),
-                    key,
-                    request_sha256,
-                    invocation_id: id.to_string(),
-                    created_us: ts_us,
-                    status: stored.status,
-                    headers: stored.headers.clone(),
-                    body: stored.body.to_vec(),
-                }
-            });
+            kept = keep_under_key(&mut e, idempotency.clone(), &stored);
         }
     }
-    let db = app.db.clone();
-    let balance = match tokio::task::spawn_blocking(move || db.record(&e, kept.as_ref())).await {
-        Ok(Ok((_, balance))) => balance,
-        Ok(Err(e)) => return unavailable(&e),
-        Err(e) => return unavailable(&anyhow::anyhow!("{e}")),
+    let balance = match record(&app, e, kept).await {
+        Ok(balance) => balance,
+        Err(refused) => return refused,
     };
     let (detections, classes) = detections_of(stored.status, &stored.body);
     let mut reply = http::Response::new(Full::new(stored.body));

@@ -41,7 +41,13 @@ fn the_cup_is_drawn_on_a_png_and_a_jpeg() {
     assert_eq!(header(&headers, "content-type"), Some("image/png"));
     let detections: Value = serde_json::from_str(header(&headers, "x-detections").expect("x-detections")).unwrap();
     assert_eq!(detections, plain, "the header holds the /detect answer");
-    assert!(header(&headers, "x-tokens").is_some_and(|t| t.parse::<u64>().unwrap() >= 1000));
+    // Billed like any detection (or per_cache_hit when the other test of this binary, on the
+    // same host, asked for the same annotated image first).
+    let tokens: u64 = header(&headers, "x-tokens").expect("x-tokens").parse().unwrap();
+    match header(&headers, "x-cache") {
+        Some("hit") => assert_eq!(tokens, 100),
+        _ => assert!(tokens >= 1000, "{tokens}"),
+    }
     let drawn = image::load_from_memory_with_format(&body, image::ImageFormat::Png).unwrap().to_rgb8();
     assert_eq!(drawn.dimensions(), original.dimensions());
 
