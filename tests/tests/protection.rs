@@ -130,8 +130,10 @@ fn metrics_count_requests_latency_tokens_and_refusals() {
     assert!(text.contains(r#"yolo_edge_requests_total{route="/detect",status="200"} 2"#), "{text}");
     assert!(text.contains(r#"yolo_edge_requests_total{route="/detect",status="401"} 1"#));
     assert!(text.contains(r#"yolo_edge_refused_total{reason="unauthorized"} 1"#));
-    assert!(text.contains(r#"yolo_edge_invocation_seconds_count{route="/detect"} 2"#));
-    assert!(text.contains(r#"yolo_edge_inference_seconds_count{route="/detect"} 2"#));
+    // The repeat was a result-cache hit: one invocation ran, one answer came from the cache.
+    assert!(text.contains(r#"yolo_edge_invocation_seconds_count{route="/detect"} 1"#), "{text}");
+    assert!(text.contains(r#"yolo_edge_inference_seconds_count{route="/detect"} 1"#));
+    assert!(text.contains(r#"yolo_edge_cache_hits_total{tenant="test"} 1"#));
     assert!(text.contains(r#"yolo_edge_tokens_total{tenant="test"}"#));
     assert!(text.contains(r#"yolo_edge_fuel_total{tenant="test"}"#));
     assert!(text.contains("yolo_edge_queue_depth 0"));
