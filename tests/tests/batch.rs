@@ -44,6 +44,36 @@ fn answers_in_order_with_a_bad_slot_and_one_ledger_row() {
 }
 
 #[test]
+fn a_multipart_form_is_the_same_batch() {
+    let host = Host::shared();
+    let (coffee, grace) = (photo_bytes("coffee.png"), photo_bytes("grace_hopper.png"));
+    let json_answer = batch(host, &json!({"images": [STANDARD.encode(&coffee), STANDARD.encode(&grace)], "conf": 0.3}));
+    assert_eq!(json_answer.status, 200, "{json_answer:?}");
+    // As a browser or `curl -F` sends it: two file parts and a text field.
+    let boundary = "----yolo-edge-test-7d1c";
+    let mut body = Vec::new();
+    for (name, data) in [("first", &coffee), ("second", &grace)] {
+        body.extend_from_slice(
+            format!(
+                "--{boundary}\r\nContent-Disposition: form-data; name=\"{name}\"; filename=\"{name}.png\"\r\nContent-Type: image/png\r\n\r\n"
+            )
+            .as_bytes(),
+        );
+        body.extend_from_slice(data);
+        body.extend_from_slice(b"\r\n");
+    }
+    body.extend_from_slice(
+        format!("--{boundary}\r\nContent-Disposition: form-data; name=\"conf\"\r\n\r\n0.3\r\n--{boundary}--\r\n")
+            .as_bytes(),
+    );
+    let auth = format!("Bearer {}", host.key);
+    let content_type = format!("multipart/form-data; boundary={boundary}");
+    let form = host.post_with("/detect/batch", Some(&content_type), &body, &[("authorization", &auth)]);
+    assert_eq!(form.status, 200, "{form:?}");
+    assert_eq!(form.json(), json_answer.json(), "the same answers as the JSON batch");
+}
+
+#[test]
 fn limits_and_malformed_batches() {
     let host = Host::start(&["--max-batch", "2"]).unwrap();
     let one = STANDARD.encode(photo_bytes("coffee.png"));
