@@ -58,19 +58,9 @@ pub fn parse_batch_request(
     if images.is_empty() {
         return Err(ApiError::new(ErrorCode::InvalidRequest, "\"images\" is empty: send at least one image"));
     }
-    if images.len() > max_batch {
-        return Err(ApiError::new(
-            ErrorCode::PayloadTooLarge,
-            format!("the batch holds {} images; the limit is {max_batch}", images.len()),
-        ));
-    }
+    within_limit(images.len(), max_batch)?;
     let options = DetectOptions::from_query(query)?.with_json(obj, &["images"])?;
-    if options.annotate.is_some() {
-        return Err(ApiError::new(
-            ErrorCode::InvalidOption,
-            "annotate is not available for a batch: send each image to /detect",
-        ));
-    }
+    without_annotate(&options)?;
     let images = images
         .iter()
         .map(|v| match v {
@@ -82,6 +72,28 @@ pub fn parse_batch_request(
         })
         .collect();
     Ok(BatchRequest { images, options })
+}
+
+/// More than `max_batch` images: 413.
+fn within_limit(images: usize, max_batch: usize) -> Result<(), ApiError> {
+    if images > max_batch {
+        return Err(ApiError::new(
+            ErrorCode::PayloadTooLarge,
+            format!("the batch holds {images} images; the limit is {max_batch}"),
+        ));
+    }
+    Ok(())
+}
+
+/// A batch answers JSON only: `annotate` is refused.
+fn without_annotate(options: &DetectOptions) -> Result<(), ApiError> {
+    if options.annotate.is_some() {
+        return Err(ApiError::new(
+            ErrorCode::InvalidOption,
+            "annotate is not available for a batch: send each image to /detect",
+        ));
+    }
+    Ok(())
 }
 
 /// The boundary of a `multipart/form-data` content type.
@@ -154,7 +166,7 @@ fn parts<'a>(boundary: &str, body: &'a [u8]) -> Result<Vec<Part<'a>>, ApiError> 
 /// order; the other parts are options, as text.
 fn parse_multipart(boundary: &str, query: &str, body: &[u8], max_batch: usize) -> Result<BatchRequest, ApiError> {
     let mut images = Vec::new();
-    let mut fields = serde_json::Map::new();
+    let mut fields = Vec::new();
     for part in parts(boundary, body)? {
         if part.file || part.name == "images" || part.name == "image" {
             images.push(Ok(part.data.to_vec()));
@@ -163,29 +175,14 @@ fn parse_multipart(boundary: &str, query: &str, body: &[u8], max_batch: usize) -
         let text = std::str::from_utf8(part.data)
             .map_err(|_| ApiError::new(ErrorCode::InvalidOption, format!("option {:?} must be text", part.name)))?;
         // Options arrive as text: written the query string's way (`classes=0,2`).
-        fields.insert(part.name, Value::String(text.trim().to_owned()));
+        fields.push(format!("{}={}", encode(&part.name), encode(text.trim())));
     }
     if images.is_empty() {
         return Err(ApiError::new(ErrorCode::InvalidRequest, "the form has no image parts"));
     }
-    if images.len() > max_batch {
-        return Err(ApiError::new(
-            ErrorCode::PayloadTooLarge,
-            format!("the batch holds {} images; the limit is {max_batch}", images.len()),
-        ));
-    }
-    let form: String = fields
-        .iter()
-        .map(|(k, v)| format!("{}={}", encode(k), encode(v.as_str().unwrap_or(""))))
-        .collect::<Vec<_>>()
-        .join("&");
-    let options = DetectOptions::from_query(query)?.with_query(&form)?;
-    if options.annotate.is_some() {
-        return Err(ApiError::new(
-            ErrorCode::InvalidOption,
-            "annotate is not available for a batch: send each image to /detect",
-        ));
-    }
+    within_limit(images.len(), max_batch)?;
+    let options = DetectOptions::from_query(query)?.with_query(&fields.join("&"))?;
+    without_annotate(&options)?;
     Ok(BatchRequest { images, options })
 }
 
