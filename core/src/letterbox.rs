@@ -68,12 +68,92 @@ pub fn letterbox(img: &RgbImage, width: u32, height: u32, color: [u8; 3]) -> (Ve
 }
 
 /// [`letterbox`], with the tensor directly as the little-endian `f32` bytes wasi-nn takes
-/// (no intermediate `f32` buffer).
+/// (no intermediate `f32` buffer). Same values: `v as f32 / 255.0`, whichever way it is computed.
 pub fn letterbox_le_bytes(img: &RgbImage, width: u32, height: u32, color: [u8; 3]) -> (Vec<u8>, Letterbox) {
-    let bytes: [[u8; 4]; 256] = std::array::from_fn(|v| (v as f32 / 255.0).to_le_bytes());
     let lb = Letterbox::fit(img.width(), img.height(), width, height);
-    let tensor = planes(&resize_bilinear(img, lb.width, lb.height), &lb, width, height, &bytes, color);
-    (tensor.into_flattened(), lb)
+    (byte_planes(&resize_bilinear(img, lb.width, lb.height), &lb, width, height, color), lb)
+}
+
+/// `v as f32 / 255.0` as little-endian bytes.
+fn unit_le_bytes(v: u8) -> [u8; 4] {
+    (f32::from(v) / 255.0).to_le_bytes()
+}
+
+/// [`planes`] for the byte tensor: each padding value written once (not the whole tensor
+/// filled first), image rows deinterleaved by [`row_to_planes`].
+fn byte_planes(resized: &RgbImage, lb: &Letterbox, width: u32, height: u32, color: [u8; 3]) -> Vec<u8> {
+    let (w, rw, rh) = (width as usize, lb.width as usize, lb.height as usize);
+    let (left, top) = (lb.left as usize, lb.top as usize);
+    let plane = w * height as usize * 4;
+    let mut tensor = vec![0u8; 3 * plane];
+    let (r_plane, rest) = tensor.split_at_mut(plane);
+    let (g_plane, b_plane) = rest.split_at_mut(plane);
+    let mut planes = [r_plane, g_plane, b_plane];
+    // Padding: the rows above and below the image, and the columns left and right of it.
+    let image_rows = top * w * 4..(top + rh) * w * 4;
+    for (plane, c) in planes.iter_mut().zip(color) {
+        let pad = unit_le_bytes(c);
+        let fill = |bytes: &mut [u8]| bytes.chunks_exact_mut(4).for_each(|b| b.copy_from_slice(&pad));
+        fill(&mut plane[..image_rows.start]);
+        fill(&mut plane[image_rows.end..]);
+        for row in plane[image_rows.clone()].chunks_exact_mut(w * 4) {
+            fill(&mut row[..left * 4]);
+            fill(&mut row[(left + rw) * 4..]);
+        }
+    }
+    let raw = resized.as_raw();
+    let [r, g, b] = planes;
+    for y in 0..rh {
+        let at = ((top + y) * w + left) * 4..((top + y) * w + left + rw) * 4;
+        // The row and everything after it: the guest's kernel reads a little past a row's end.
+        row_to_planes(&raw[y * rw * 3..], rw, &mut r[at.clone()], &mut g[at.clone()], &mut b[at]);
+    }
+    tensor
+}
+
+/// Deinterleave the first `n` RGB pixels of `rgb` into three runs of little-endian `f32`
+/// (`v / 255`), `4n` bytes each.
+#[cfg(not(all(target_arch = "wasm32", target_feature = "simd128")))]
+fn row_to_planes(rgb: &[u8], n: usize, r: &mut [u8], g: &mut [u8], b: &mut [u8]) {
+    let lut: [[u8; 4]; 256] = std::array::from_fn(|v| unit_le_bytes(v as u8));
+    let outs = r.chunks_exact_mut(4).zip(g.chunks_exact_mut(4)).zip(b.chunks_exact_mut(4));
+    for (px, ((r, g), b)) in rgb[..n * 3].chunks_exact(3).zip(outs) {
+        r.copy_from_slice(&lut[usize::from(px[0])]);
+        g.copy_from_slice(&lut[usize::from(px[1])]);
+        b.copy_from_slice(&lut[usize::from(px[2])]);
+    }
+}
+
+/// [`row_to_planes`] in SIMD128 (the guest): four pixels at a time, one 16-byte load (12 bytes
+/// used), a swizzle per channel into 32-bit lanes, then `f32x4.convert` and `f32x4.div` by
+/// 255 (IEEE division, so the same bits as the scalar `v as f32 / 255.0`).
+#[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+fn row_to_planes(rgb: &[u8], n: usize, r: &mut [u8], g: &mut [u8], b: &mut [u8]) {
+    use core::arch::wasm32::{f32x4_convert_u32x4, f32x4_div, f32x4_splat, i8x16, u8x16_swizzle};
+
+    use crate::resize::guest::{load16, store16};
+    const CHANNELS: [core::arch::wasm32::v128; 3] = [
+        i8x16(0, -1, -1, -1, 3, -1, -1, -1, 6, -1, -1, -1, 9, -1, -1, -1),
+        i8x16(1, -1, -1, -1, 4, -1, -1, -1, 7, -1, -1, -1, 10, -1, -1, -1),
+        i8x16(2, -1, -1, -1, 5, -1, -1, -1, 8, -1, -1, -1, 11, -1, -1, -1),
+    ];
+    let scale = f32x4_splat(255.0);
+    // Whole groups of four whose 16-byte read stays inside `rgb`.
+    let groups = (n / 4).min(rgb.len().saturating_sub(4) / 12);
+    let outs = r.chunks_exact_mut(16).zip(g.chunks_exact_mut(16)).zip(b.chunks_exact_mut(16));
+    for (q, ((r, g), b)) in outs.take(groups).enumerate() {
+        let v = load16(rgb[12 * q..].first_chunk::<16>().expect("checked by `groups`"));
+        for (out, swizzle) in [r, g, b].into_iter().zip(CHANNELS) {
+            let unit = f32x4_div(f32x4_convert_u32x4(u8x16_swizzle(v, swizzle)), scale);
+            store16(out.try_into().expect("16 bytes"), unit);
+        }
+    }
+    for x in groups * 4..n {
+        let px = &rgb[x * 3..x * 3 + 3];
+        r[x * 4..x * 4 + 4].copy_from_slice(&unit_le_bytes(px[0]));
+        g[x * 4..x * 4 + 4].copy_from_slice(&unit_le_bytes(px[1]));
+        b[x * 4..x * 4 + 4].copy_from_slice(&unit_le_bytes(px[2]));
+    }
 }
 
 /// Lay `resized` out as three planes of `width` × `height` elements (`lut[v]` for a channel
@@ -199,6 +279,22 @@ mod tests {
         assert_eq!(a, b);
         assert_eq!(bytes, f32_to_le_bytes(&floats));
         assert!(floats.iter().all(|v| (0.0..=1.0).contains(v)));
+    }
+
+    /// The byte tensor (the guest's SIMD128 deinterleave when compiled for it) equals the
+    /// `f32` tensor for widths that leave 0–3 pixels after the last group of four, with padding
+    /// on either axis.
+    #[test]
+    fn the_byte_tensor_is_the_f32_tensor_at_every_width() {
+        for (w, h, dw, dh) in
+            [(37, 23, 50, 50), (23, 37, 40, 30), (5, 3, 9, 9), (1, 1, 4, 4), (64, 48, 63, 63), (640, 427, 416, 416)]
+        {
+            let img = RgbImage::from_fn(w, h, |x, y| Rgb([(x * 5 + y) as u8, (x * y) as u8, (255 - x - y) as u8]));
+            let (floats, a) = letterbox(&img, dw, dh, [114, 0, 255]);
+            let (bytes, b) = letterbox_le_bytes(&img, dw, dh, [114, 0, 255]);
+            assert_eq!(a, b);
+            assert_eq!(bytes, f32_to_le_bytes(&floats), "{w}x{h} into {dw}x{dh}");
+        }
     }
 
     #[test]
