@@ -87,7 +87,7 @@ pub async fn handle(app: Arc<App>, req: Request<Incoming>, peer: SocketAddr) -> 
     let (parts, body) = req.into_parts();
     // A refusal before the body is read is answered at once (the connection then closes);
     // what the client still sends is read and dropped, so it sees the answer, not a reset.
-    let caller = match admit(&app, &parts) {
+    let caller = match admit(&app, &parts).await {
         Ok(caller) => caller,
         Err(refusal) => return answer_unread(*refusal, &parts, body, &app.http),
     };
@@ -100,7 +100,7 @@ pub async fn handle(app: Arc<App>, req: Request<Incoming>, peer: SocketAddr) -> 
         Ok(b) => b,
         Err((reply, reason)) => return refused(reply, Some(&tenant), reason),
     };
-    let ticket = match app.tenants.enter(&tenant) {
+    let ticket = match app.tenants.enter(&tenant).await {
         Ok(ticket) => ticket,
         Err(refusal) => return limit_refusal(refusal, &tenant),
     };
@@ -212,13 +212,13 @@ struct Held {
 
 /// Authenticate the caller, apply the tenant's rate limit, and check that the balance
 /// covers a call. (The tenant's in-flight cap is applied once the body has arrived.)
-fn admit(app: &App, parts: &Parts) -> Result<Caller, Box<Reply>> {
+async fn admit(app: &App, parts: &Parts) -> Result<Caller, Box<Reply>> {
     let authorization = parts.headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
     let caller = app.db.authenticate(authorization).map_err(|e| {
         let reason = if e == AuthError::Revoked { "key_revoked" } else { "unauthorized" };
         Box::new(refused(auth_refusal(&e), None, reason))
     })?;
-    app.tenants.check_rate(&caller.tenant).map_err(|r| Box::new(limit_refusal(r, &caller.tenant)))?;
+    app.tenants.check_rate(&caller.tenant).await.map_err(|r| Box::new(limit_refusal(r, &caller.tenant)))?;
     let price = app.config.pricing.per_call;
     let balance = app.db.balance(&caller.tenant).map_err(|e| Box::new(unavailable(&e)))?.unwrap_or(0);
     if balance < i64::try_from(price).unwrap_or(i64::MAX) {

@@ -8,10 +8,11 @@
 //! with a new invocation id, and never names the invocation that filled the cache.
 //!
 //! Two stores: an in-process LRU bounded in entries and age (the embedded default; the `lru`
-//! crate: small, maintained, no background threads), and Redis when `[cache] redis_url` is set
-//! (the `redis` crate's connection manager, which reconnects by itself), shared by every host
-//! on it. A Redis that does not answer makes a lookup a miss and a store a no-op, logged: the
-//! cache never fails a request.
+//! crate: small, maintained, no background threads), and Redis when `[cache] redis_url` or
+//! the fleet's `[redis] url` is set (a [`RedisLink`]: the `redis` crate's connection manager,
+//! which reconnects by itself), shared by every host on it. A Redis that does not answer
+//! (within [`REDIS_DEADLINE`], or that failed in the last second) makes a lookup a miss and a
+//! store a no-op, logged: the cache never fails a request.
 //!
 //! Lifecycle: [`ResultCache::open`] and [`ModelIds::scan`] at start → per request [`CacheKey::of`] (only for `POST`
 //! of a detection route without `Cache-Control: no-cache`/`no-store`) → [`ResultCache::get`]
@@ -19,12 +20,14 @@
 
 use std::num::NonZeroUsize;
 use std::path::Path;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+
+use crate::redis_link::RedisLink;
 
 /// `[cache]` in `yolo-edge.toml`.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -36,7 +39,8 @@ pub struct CacheConfig {
     pub max_entries: usize,
     /// How long an answer stays valid, seconds (both stores).
     pub ttl_seconds: u64,
-    /// `redis://host:port/db`: share the cache between hosts through Redis instead.
+    /// `redis://host:port/db`: share the cache between hosts through this Redis instead
+    /// (default: the fleet's `[redis] url`, when set).
     pub redis_url: Option<String>,
 }
 
@@ -217,29 +221,32 @@ pub struct MemoryStore {
 
 /// The Redis store.
 pub struct RedisStore {
-    connection: redis::aio::ConnectionManager,
+    link: Arc<RedisLink>,
     ttl: Duration,
-    url: String,
 }
 
 /// Redis keys are namespaced.
 const REDIS_PREFIX: &str = "yolo-edge:cache:v1:";
 
+/// How long a lookup or a store waits for Redis (answers may be megabytes: annotated images).
+pub const REDIS_DEADLINE: Duration = Duration::from_secs(1);
+
 impl ResultCache {
-    /// Open the configured store (connecting to Redis when it is named).
-    pub async fn open(config: &CacheConfig) -> anyhow::Result<Self> {
+    /// Open the configured store: Redis when `[cache] redis_url` names one (connecting to it,
+    /// or reusing `fleet` when that is the same URL), else `fleet` (the `[redis] url` link)
+    /// when there is one, else the in-process LRU.
+    pub async fn open(config: &CacheConfig, fleet: Option<&Arc<RedisLink>>) -> anyhow::Result<Self> {
         let ttl = Duration::from_secs(config.ttl_seconds.max(1));
         if !config.enabled {
             return Ok(Self::Off);
         }
-        if let Some(url) = &config.redis_url {
-            let client = redis::Client::open(url.as_str())
-                .map_err(|e| anyhow::anyhow!("[cache] redis_url {url:?} is not a Redis URL: {e}"))?;
-            let connection = tokio::time::timeout(Duration::from_secs(10), redis::aio::ConnectionManager::new(client))
-                .await
-                .map_err(|_| anyhow::anyhow!("Redis at {url} did not answer within 10 s"))?
-                .map_err(|e| anyhow::anyhow!("cannot connect to Redis at {url}: {e}"))?;
-            return Ok(Self::Redis(Box::new(RedisStore { connection, ttl, url: url.clone() })));
+        let link = match (&config.redis_url, fleet) {
+            (Some(url), Some(fleet)) if fleet.url() == url => Some(fleet.clone()),
+            (Some(url), _) => Some(Arc::new(RedisLink::open(url, "[cache] redis_url").await?)),
+            (None, fleet) => fleet.cloned(),
+        };
+        if let Some(link) = link {
+            return Ok(Self::Redis(Box::new(RedisStore { link, ttl })));
         }
         let capacity = NonZeroUsize::new(config.max_entries).unwrap_or(NonZeroUsize::MIN);
         Ok(Self::Memory(Box::new(MemoryStore { entries: Mutex::new(lru::LruCache::new(capacity)), ttl })))
@@ -255,7 +262,7 @@ impl ResultCache {
         match self {
             Self::Off => "off".to_owned(),
             Self::Memory(m) => format!("in-process LRU, ttl {:?}", m.ttl),
-            Self::Redis(r) => format!("Redis at {}, ttl {:?}", r.url, r.ttl),
+            Self::Redis(r) => format!("Redis at {}, ttl {:?}", r.link.shown(), r.ttl),
         }
     }
 
@@ -275,17 +282,14 @@ impl ResultCache {
                 }
             }
             Self::Redis(r) => {
-                let mut c = r.connection.clone();
-                let got: redis::RedisResult<Option<Vec<u8>>> =
-                    redis::cmd("GET").arg(format!("{REDIS_PREFIX}{}", key.0)).query_async(&mut c).await;
-                match got {
-                    Ok(Some(bytes)) => serde_json::from_slice(&bytes).ok(),
-                    Ok(None) => None,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "Redis cache lookup failed: answering without the cache");
-                        None
-                    }
-                }
+                let mut get = redis::cmd("GET");
+                get.arg(format!("{REDIS_PREFIX}{}", key.0));
+                let got = r
+                    .link
+                    .call(REDIS_DEADLINE, |mut c| async move { get.query_async::<Option<Vec<u8>>>(&mut c).await })
+                    .await;
+                // A failure is logged by the link; the lookup is a miss.
+                got.ok().flatten().and_then(|bytes| serde_json::from_slice(&bytes).ok())
             }
         }
     }
@@ -299,17 +303,10 @@ impl ResultCache {
             }
             Self::Redis(r) => {
                 let Ok(value) = serde_json::to_vec(&answer) else { return };
-                let mut c = r.connection.clone();
-                let set: redis::RedisResult<()> = redis::cmd("SET")
-                    .arg(format!("{REDIS_PREFIX}{}", key.0))
-                    .arg(value)
-                    .arg("EX")
-                    .arg(r.ttl.as_secs().max(1))
-                    .query_async(&mut c)
-                    .await;
-                if let Err(e) = set {
-                    tracing::warn!(error = %e, "Redis cache store failed: the answer is not cached");
-                }
+                let mut set = redis::cmd("SET");
+                set.arg(format!("{REDIS_PREFIX}{}", key.0)).arg(value).arg("EX").arg(r.ttl.as_secs().max(1));
+                // A failure is logged by the link; the answer is not cached.
+                let _ = r.link.call(REDIS_DEADLINE, |mut c| async move { set.query_async::<()>(&mut c).await }).await;
             }
         }
     }
@@ -364,7 +361,7 @@ mod tests {
     #[tokio::test]
     async fn memory_store_is_bounded_and_expires() {
         let answer = |n: u8| CachedAnswer { status: 200, headers: vec![], body: Bytes::from(vec![n]) };
-        let c = ResultCache::open(&CacheConfig { max_entries: 2, ..CacheConfig::default() }).await.unwrap();
+        let c = ResultCache::open(&CacheConfig { max_entries: 2, ..CacheConfig::default() }, None).await.unwrap();
         let (a, b, d) = (key("", PNG).unwrap(), key("conf=0.3", PNG).unwrap(), key("conf=0.4", PNG).unwrap());
         c.put(&a, answer(1)).await;
         c.put(&b, answer(2)).await;
@@ -372,14 +369,14 @@ mod tests {
         c.put(&d, answer(3)).await;
         assert_eq!(c.get(&b).await, None, "the least recently used went first");
         assert_eq!(c.get(&a).await, Some(answer(1)));
-        let short = ResultCache::open(&CacheConfig { ttl_seconds: 1, ..CacheConfig::default() }).await.unwrap();
+        let short = ResultCache::open(&CacheConfig { ttl_seconds: 1, ..CacheConfig::default() }, None).await.unwrap();
         short.put(&a, answer(1)).await;
         if let ResultCache::Memory(m) = &short {
             let mut entries = m.entries.lock().unwrap();
             entries.get_mut(&a).unwrap().0 -= Duration::from_secs(2);
         }
         assert_eq!(short.get(&a).await, None, "expired");
-        let off = ResultCache::open(&CacheConfig { enabled: false, ..CacheConfig::default() }).await.unwrap();
+        let off = ResultCache::open(&CacheConfig { enabled: false, ..CacheConfig::default() }, None).await.unwrap();
         off.put(&a, answer(1)).await;
         assert_eq!(off.get(&a).await, None);
     }

@@ -361,9 +361,15 @@ pub struct RuntimeArgs {
     /// Turn the result cache off (identical requests then run again) [cache.enabled].
     #[arg(long)]
     pub no_result_cache: bool,
-    /// Share the result cache through Redis, e.g. `redis://127.0.0.1:6379/0` [cache.redis_url].
+    /// Share the result cache through Redis, e.g. `redis://127.0.0.1:6379/0` [cache.redis_url];
+    /// default: `--redis-url`.
     #[arg(long)]
     pub cache_redis_url: Option<String>,
+    /// The Redis a fleet of hosts shares: per-tenant rate limits and in-flight caps, and the
+    /// result cache unless `--cache-redis-url` names another, e.g. `redis://10.0.0.5:6379/0`
+    /// [redis.url].
+    #[arg(long, env = "YOLO_EDGE_REDIS_URL")]
+    pub redis_url: Option<String>,
     /// Seconds to let in-flight requests finish on shutdown.
     #[arg(long, default_value_t = 30)]
     pub drain_seconds: u64,

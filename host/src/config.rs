@@ -39,6 +39,9 @@ pub struct Config {
     /// The result cache.
     #[serde(default)]
     pub cache: crate::cache::CacheConfig,
+    /// The Redis a fleet of hosts shares (tenant limits, and the result cache by default).
+    #[serde(default)]
+    pub redis: crate::redis_link::RedisConfig,
 }
 
 /// How inference uses the cores (command-line flags override it): an inference that runs

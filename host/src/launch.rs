@@ -17,11 +17,12 @@ use crate::db::Db;
 use crate::engine::{EngineOptions, build_engine, build_linker, default_cache_dir, load_component_bytes};
 use crate::idempotency::Idempotency;
 use crate::invoke::{Invoker, InvokerOptions};
-use crate::limits::{Slots, TenantGate};
+use crate::limits::{SharedLimitCounters, Slots, TenantGate, lease_for};
 use crate::manifest::Manifest;
 use crate::metrics::Metrics;
 use crate::nn::onnx::init_runtime;
 use crate::nn::registry::{BackendKind, BackendOptions, GraphRegistry};
+use crate::redis_link::RedisLink;
 use crate::server::{App, Routes, serve};
 use crate::state::GUEST_MODELS_DIR;
 
@@ -218,6 +219,11 @@ pub async fn launch(
         per_call = config.pricing.per_call,
         "state and prices"
     );
+    // The Redis a fleet shares: the tenant limits, and the result cache unless it names its own.
+    let fleet_redis = match args.redis_url.as_ref().or(config.redis.url.as_ref()).filter(|u| !u.is_empty()) {
+        Some(url) => Some(Arc::new(RedisLink::open(url, "[redis] url / --redis-url").await?)),
+        None => None,
+    };
     let mut cache_config = config.cache.clone();
     if args.no_result_cache {
         cache_config.enabled = false;
@@ -225,7 +231,7 @@ pub async fn launch(
     if let Some(url) = &args.cache_redis_url {
         cache_config.redis_url = Some(url.clone());
     }
-    let cache = ResultCache::open(&cache_config).await?;
+    let cache = ResultCache::open(&cache_config, fleet_redis.as_ref()).await?;
     tracing::info!(cache = %cache.describe(), "result cache");
     // The models' fingerprints (cache keys) are hashed while the models load.
     let scan =
@@ -276,6 +282,20 @@ pub async fn launch(
         .unwrap_or_else(|| data_dir.join("audit.jsonl").display().to_string());
     let audit = AuditLog::open(&audit_target)?;
     tracing::info!(?limits, ?tenant_limits, http = ?args.http.apply(config.http), audit = %audit_target, "limits");
+    let metrics = Metrics::new()?;
+    let tenants = match &fleet_redis {
+        None => TenantGate::new(tenant_limits),
+        Some(link) => {
+            let lease =
+                lease_for(Duration::from_millis(limits.timeout_ms), Duration::from_millis(limits.queue_timeout_ms));
+            let counters = SharedLimitCounters {
+                redis_errors: metrics.limits_redis_errors.clone(),
+                fallbacks: metrics.limits_fallbacks.clone(),
+            };
+            TenantGate::shared(tenant_limits, link.clone(), lease, counters)
+        }
+    };
+    tracing::info!(kept = %tenants.describe(), "tenant limits");
     let app = Arc::new(App {
         routes: Routes::new(routes),
         max_body_bytes: limits.max_body_bytes,
@@ -288,8 +308,8 @@ pub async fn launch(
             limits.queue_size,
             Duration::from_millis(limits.queue_timeout_ms),
         ),
-        tenants: TenantGate::new(tenant_limits),
-        metrics: Metrics::new()?,
+        tenants,
+        metrics,
         audit,
         cache,
         model_ids,

@@ -33,6 +33,7 @@ pub mod metering;
 pub mod metrics;
 pub mod nn;
 pub mod pricing;
+pub mod redis_link;
 pub mod server;
 pub mod state;
 pub mod tenants;

@@ -1,7 +1,8 @@
 //! Prometheus metrics (`GET /metrics`, text format), through the `prometheus` crate.
 
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry, TextEncoder, exponential_buckets,
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
+    exponential_buckets,
 };
 
 /// Every metric the host exports.
@@ -25,6 +26,12 @@ pub struct Metrics {
     pub queue_depth: IntGauge,
     /// `yolo_edge_busy_instances`: instance slots in use.
     pub busy_instances: IntGauge,
+    /// `yolo_edge_limits_redis_errors_total`: Redis calls of the shared tenant limits that
+    /// failed or timed out.
+    pub limits_redis_errors: IntCounter,
+    /// `yolo_edge_limits_fallback_total`: tenant limit checks decided by this host alone
+    /// because the shared Redis was unavailable.
+    pub limits_fallbacks: IntCounter,
 }
 
 /// A stable, low-cardinality route label.
@@ -66,6 +73,14 @@ impl Metrics {
             )?,
             queue_depth: IntGauge::new("queue_depth", "Requests waiting for an instance slot")?,
             busy_instances: IntGauge::new("busy_instances", "Instance slots in use")?,
+            limits_redis_errors: IntCounter::new(
+                "limits_redis_errors_total",
+                "Redis calls of the shared tenant limits that failed or timed out",
+            )?,
+            limits_fallbacks: IntCounter::new(
+                "limits_fallback_total",
+                "Tenant limit checks decided by this host alone because Redis was unavailable",
+            )?,
             registry,
         };
         m.registry.register(Box::new(m.requests.clone()))?;
@@ -77,6 +92,8 @@ impl Metrics {
         m.registry.register(Box::new(m.cache_hits.clone()))?;
         m.registry.register(Box::new(m.queue_depth.clone()))?;
         m.registry.register(Box::new(m.busy_instances.clone()))?;
+        m.registry.register(Box::new(m.limits_redis_errors.clone()))?;
+        m.registry.register(Box::new(m.limits_fallbacks.clone()))?;
         Ok(m)
     }
 
