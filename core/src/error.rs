@@ -65,6 +65,8 @@ pub enum ErrorCode {
     RateLimited,
     /// The tenant has too many requests in flight.
     ConcurrencyLimited,
+    /// The state store (tenants, keys, ledger) cannot be reached: nothing was charged.
+    LedgerUnavailable,
     /// Anything else that went wrong on the server side.
     Internal,
 }
@@ -87,7 +89,7 @@ impl ErrorCode {
             Self::UndecodableImage | Self::IdempotencyKeyReused => 422,
             Self::RateLimited | Self::ConcurrencyLimited => 429,
             Self::HeadersTooLarge => 431,
-            Self::Overloaded => 503,
+            Self::Overloaded | Self::LedgerUnavailable => 503,
             Self::FunctionTimeout | Self::FuelExhausted | Self::InferenceTimeout => 504,
             Self::ModelInvalid
             | Self::InferenceFailed
@@ -128,6 +130,7 @@ impl ErrorCode {
             Self::Overloaded => "overloaded",
             Self::RateLimited => "rate_limited",
             Self::ConcurrencyLimited => "concurrency_limited",
+            Self::LedgerUnavailable => "ledger_unavailable",
             Self::Internal => "internal",
         }
     }

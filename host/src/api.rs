@@ -1,13 +1,10 @@
 //! The host's own API for tenants: `GET /v1/usage?from=&to=` and `GET /v1/invocations/{id}`.
 //! Both need the caller's API key and only ever show the caller's own tenant.
 
-use std::sync::Arc;
-
 use http::{Method, Request};
 use hyper::body::Incoming;
 use yolo_core::{ApiError, ErrorCode};
 
-use crate::db::Db;
 use crate::server::{App, Reply, json_error, json_reply};
 use crate::usage::{Period, rfc3339};
 
@@ -16,17 +13,7 @@ fn query_param(query: &str, name: &str) -> Option<String> {
 }
 
 fn internal(e: anyhow::Error) -> Reply {
-    tracing::error!(error = %format!("{e:#}"), "database error");
-    json_error(&ApiError::new(ErrorCode::Internal, "the usage database is unavailable"))
-}
-
-/// Run a database query off the async threads.
-async fn blocking<T: Send + 'static>(
-    db: &Arc<Db>,
-    f: impl FnOnce(&Db) -> anyhow::Result<T> + Send + 'static,
-) -> anyhow::Result<T> {
-    let db = db.clone();
-    tokio::task::spawn_blocking(move || f(&db)).await?
+    crate::billing::unavailable(&e)
 }
 
 /// Answer `/v1/usage` or `/v1/invocations/{id}`.
@@ -40,7 +27,7 @@ pub async fn handle(app: &App, req: Request<Incoming>) -> Reply {
         return r;
     }
     let authorization = req.headers().get(http::header::AUTHORIZATION).and_then(|v| v.to_str().ok());
-    let caller = match app.db.authenticate(authorization) {
+    let caller = match app.store.authenticate(authorization).await {
         Ok(c) => c,
         Err(e) => return crate::billing::auth_refusal(&e),
     };
@@ -53,15 +40,13 @@ pub async fn handle(app: &App, req: Request<Incoming>) -> Reply {
             Ok(p) => p,
             Err(message) => return json_error(&ApiError::new(ErrorCode::InvalidOption, message)),
         };
-        let tenant = caller.tenant.clone();
-        return match blocking(&app.db, move |db| db.usage(&tenant, period)).await {
+        return match app.store.usage(&caller.tenant, period).await {
             Ok(report) => json_reply(200, serde_json::to_string(&report).unwrap_or_default()),
             Err(e) => internal(e),
         };
     }
     let id = path.trim_start_matches("/v1/invocations/").to_owned();
-    let tenant = caller.tenant.clone();
-    match blocking(&app.db, move |db| db.invocation(&tenant, &id)).await {
+    match app.store.invocation(&caller.tenant, &id).await {
         Ok(Some(row)) => {
             let mut v = serde_json::to_value(&row).unwrap_or_default();
             v["time"] = serde_json::Value::String(rfc3339(row.entry.ts_us));

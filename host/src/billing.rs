@@ -38,6 +38,7 @@ pub fn auth_refusal(e: &AuthError) -> Reply {
     let code = match e {
         AuthError::Revoked => ErrorCode::KeyRevoked,
         AuthError::Missing | AuthError::Invalid => ErrorCode::Unauthorized,
+        AuthError::Unavailable(reason) => return unavailable(&anyhow::anyhow!("key lookup failed: {reason}")),
     };
     let mut r = json_error(&ApiError::new(code, e.to_string()));
     if code == ErrorCode::Unauthorized {
@@ -46,9 +47,15 @@ pub fn auth_refusal(e: &AuthError) -> Reply {
     r
 }
 
-fn unavailable(e: &anyhow::Error) -> Reply {
+/// The answer when the store cannot be used: 503, nothing charged, retry later.
+pub fn unavailable(e: &anyhow::Error) -> Reply {
     tracing::error!(error = %format!("{e:#}"), "ledger unavailable");
-    json_error(&ApiError::new(ErrorCode::Internal, "the ledger is unavailable; nothing was charged"))
+    let mut r = json_error(&ApiError::new(
+        ErrorCode::LedgerUnavailable,
+        "the ledger is unavailable; nothing was charged: retry later",
+    ));
+    set_header(&mut r, "retry-after", "1");
+    r
 }
 
 /// Attach what is known about a refused request, for the audit log and the metrics.
@@ -125,7 +132,7 @@ pub async fn handle(app: Arc<App>, req: Request<Incoming>, peer: SocketAddr) -> 
         let content_type = parts.headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
         let path_and_query = parts.uri.path_and_query().map_or("", |p| p.as_str());
         let fp = idempotency::request_fingerprint(parts.method.as_str(), path_and_query, content_type, &body);
-        match app.idempotency.claim(&app.db, &caller.tenant, key, &fp).await {
+        match app.idempotency.claim(&*app.store, &caller.tenant, key, &fp).await {
             Ok(Claim::Execute(g)) => guard = Some(g),
             Ok(Claim::Replay(answer)) => {
                 let reuse = Reuse::Replay { of: answer.invocation_id.clone(), key: answer.key.clone() };
@@ -214,13 +221,17 @@ struct Held {
 /// covers a call. (The tenant's in-flight cap is applied once the body has arrived.)
 async fn admit(app: &App, parts: &Parts) -> Result<Caller, Box<Reply>> {
     let authorization = parts.headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
-    let caller = app.db.authenticate(authorization).map_err(|e| {
-        let reason = if e == AuthError::Revoked { "key_revoked" } else { "unauthorized" };
+    let caller = app.store.authenticate(authorization).await.map_err(|e| {
+        let reason = match e {
+            AuthError::Revoked => "key_revoked",
+            AuthError::Unavailable(_) => "ledger_unavailable",
+            AuthError::Missing | AuthError::Invalid => "unauthorized",
+        };
         Box::new(refused(auth_refusal(&e), None, reason))
     })?;
     app.tenants.check_rate(&caller.tenant).await.map_err(|r| Box::new(limit_refusal(r, &caller.tenant)))?;
     let price = app.config.pricing.per_call;
-    let balance = app.db.balance(&caller.tenant).map_err(|e| Box::new(unavailable(&e)))?.unwrap_or(0);
+    let balance = app.store.balance(&caller.tenant).await.map_err(|e| Box::new(unavailable(&e)))?.unwrap_or(0);
     if balance < i64::try_from(price).unwrap_or(i64::MAX) {
         let mut r = json_error(&ApiError::new(
             ErrorCode::InsufficientBalance,
@@ -374,13 +385,11 @@ fn keep_under_key(e: &mut Entry, idempotency: Option<(String, String)>, answer: 
 }
 
 /// Commit the ledger row (and a kept answer) with its charge: the tenant's balance after it,
-/// or the 500 answer when the ledger cannot be written.
+/// or the 503 answer when the ledger cannot be written (nothing is then charged).
 async fn record(app: &App, e: Entry, kept: Option<StoredAnswer>) -> Result<i64, Reply> {
-    let db = app.db.clone();
-    match tokio::task::spawn_blocking(move || db.record(&e, kept.as_ref())).await {
-        Ok(Ok((_, balance))) => Ok(balance),
-        Ok(Err(e)) => Err(unavailable(&e)),
-        Err(e) => Err(unavailable(&anyhow::anyhow!("{e}"))),
+    match app.store.record(e, kept).await {
+        Ok((_, balance)) => Ok(balance),
+        Err(e) => Err(unavailable(&e)),
     }
 }
 

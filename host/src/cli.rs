@@ -9,8 +9,9 @@ use clap::{Parser, Subcommand, ValueEnum};
 use tokio::io::AsyncReadExt as _;
 
 use crate::config::Config;
-use crate::db::{Db, default_data_dir};
+use crate::db::default_data_dir;
 use crate::launch::{Plan, launch};
+use crate::store::Store;
 use crate::usage::{Period, cloudevent, rfc3339};
 
 /// Serverless YOLO object detection: a WebAssembly function behind HTTP, metered per call.
@@ -27,6 +28,11 @@ pub struct Cli {
     /// Config file (price sheet); default `$YOLO_EDGE_CONFIG`, else `./yolo-edge.toml` if present.
     #[arg(long, global = true)]
     pub config: Option<PathBuf>,
+    /// A PostgreSQL database shared by several hosts for tenants, keys and the ledger, e.g.
+    /// `postgres://yolo:secret@db:5432/yolo` [database.url]; default: the SQLite file in the
+    /// data directory.
+    #[arg(long, global = true, env = "YOLO_EDGE_DATABASE_URL")]
+    pub database_url: Option<String>,
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
@@ -401,7 +407,16 @@ pub fn main() -> anyhow::Result<()> {
     let runtime =
         tokio::runtime::Builder::new_multi_thread().enable_all().build().context("cannot start the async runtime")?;
     let data_dir = cli.data_dir.clone().unwrap_or_else(default_data_dir);
-    let (config, config_path) = Config::load(cli.config.as_deref())?;
+    let (mut config, config_path) = Config::load(cli.config.as_deref())?;
+    if let Some(url) = cli.database_url {
+        config.database.url = Some(url);
+    }
+    config.database.url = config.database.url.filter(|u| !u.is_empty());
+    let store = || {
+        // Admin commands fail at once when the database cannot be reached.
+        let (url, connections) = (config.database.url.as_deref(), config.database.max_connections);
+        runtime.block_on(crate::store::open(url, connections, &data_dir, Duration::ZERO))
+    };
     match cli.command {
         Command::Serve(args) => {
             serve_plan(runtime, Plan::serve(&args)?, &args.runtime, args.listen, &data_dir, config, config_path)
@@ -441,9 +456,9 @@ pub fn main() -> anyhow::Result<()> {
             );
             Ok(())
         }
-        Command::Keys(cmd) => keys(&Db::open(&data_dir)?, cmd),
+        Command::Keys(cmd) => runtime.block_on(keys(&*store()?, cmd)),
         Command::Credit(CreditCommand::Add { tenant, tokens, note }) => {
-            let balance = Db::open(&data_dir)?.add_credit(&tenant, tokens, &note)?;
+            let balance = runtime.block_on(store()?.add_credit(&tenant, tokens, &note))?;
             println!(
                 "tenant {tenant}: balance {balance} tokens ({} {})",
                 config.tokens.format(balance),
@@ -451,8 +466,8 @@ pub fn main() -> anyhow::Result<()> {
             );
             Ok(())
         }
-        Command::Usage(args) => usage(&Db::open(&data_dir)?, &config, args),
-        Command::Ledger(LedgerCommand::Verify) => verify(&Db::open(&data_dir)?),
+        Command::Usage(args) => runtime.block_on(usage(&*store()?, &config, args)),
+        Command::Ledger(LedgerCommand::Verify) => runtime.block_on(verify(&*store()?)),
         Command::Models(ModelsCommand::Import(args)) => {
             crate::nn::onnx::init_runtime(args.onnxruntime.as_deref())?;
             let imported = crate::import::import(&crate::import::ImportOptions {
@@ -469,43 +484,43 @@ pub fn main() -> anyhow::Result<()> {
     }
 }
 
-fn keys(db: &Db, cmd: KeysCommand) -> anyhow::Result<()> {
+async fn keys(db: &dyn Store, cmd: KeysCommand) -> anyhow::Result<()> {
     match cmd {
         KeysCommand::Create { tenant, credit } => {
-            let key = db.create_key(&tenant, credit)?;
-            let balance = db.balance(&tenant)?.unwrap_or(0);
+            let key = db.create_key(&tenant, credit).await?;
+            let balance = db.balance(&tenant).await?.unwrap_or(0);
             println!("created key {} for tenant {tenant} (balance {balance} tokens); it is shown only once:", key.id);
             println!("{}", key.key);
         }
         KeysCommand::List { tenant } => {
             println!("{:<18} {:<20} {:<22} state", "key id", "tenant", "created");
-            for k in db.list_keys(tenant.as_deref())? {
+            for k in db.list_keys(tenant.as_deref()).await? {
                 let state = k.revoked_us.map_or("active".to_owned(), |t| format!("revoked {}", rfc3339(t)));
                 println!("{:<18} {:<20} {:<22} {state}", k.id, k.tenant, rfc3339(k.created_us));
             }
         }
         KeysCommand::Revoke { key_id } => {
-            db.revoke_key(&key_id)?;
+            db.revoke_key(&key_id).await?;
             println!("revoked key {key_id}");
         }
     }
     Ok(())
 }
 
-fn usage(db: &Db, config: &Config, args: UsageArgs) -> anyhow::Result<()> {
+async fn usage(db: &dyn Store, config: &Config, args: UsageArgs) -> anyhow::Result<()> {
     let period = Period::parse(args.from.as_deref(), args.to.as_deref()).map_err(anyhow::Error::msg)?;
-    if db.balance(&args.tenant)?.is_none() {
+    if db.balance(&args.tenant).await?.is_none() {
         anyhow::bail!("no tenant {:?}", args.tenant);
     }
     match args.format {
         UsageFormat::Table => {
-            let report = db.usage(&args.tenant, period)?;
+            let report = db.usage(&args.tenant, period).await?;
             print!("{}", report.table(|t| format!("{} {}", config.tokens.format(t), config.tokens.currency)));
         }
-        UsageFormat::Csv => print!("{}", db.usage(&args.tenant, period)?.csv()),
-        UsageFormat::Json => println!("{}", serde_json::to_string_pretty(&db.usage(&args.tenant, period)?)?),
+        UsageFormat::Csv => print!("{}", db.usage(&args.tenant, period).await?.csv()),
+        UsageFormat::Json => println!("{}", serde_json::to_string_pretty(&db.usage(&args.tenant, period).await?)?),
         UsageFormat::Cloudevents => {
-            for row in db.invocations(&args.tenant, period.from_us, period.to_us)? {
+            for row in db.invocations(&args.tenant, period.from_us, period.to_us).await? {
                 println!("{}", cloudevent(&row));
             }
         }
@@ -513,8 +528,8 @@ fn usage(db: &Db, config: &Config, args: UsageArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn verify(db: &Db) -> anyhow::Result<()> {
-    let report = db.verify()?;
+async fn verify(db: &dyn Store) -> anyhow::Result<()> {
+    let report = db.verify().await?;
     match report.problem {
         None => {
             println!("ledger ok: {} rows, chain intact, balances consistent; head {}", report.rows, report.head);

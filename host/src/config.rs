@@ -39,6 +39,9 @@ pub struct Config {
     /// The result cache.
     #[serde(default)]
     pub cache: crate::cache::CacheConfig,
+    /// Where tenants, keys and the ledger live (SQLite by default, or a shared PostgreSQL).
+    #[serde(default)]
+    pub database: crate::store::DatabaseConfig,
     /// The Redis a fleet of hosts shares (tenant limits, and the result cache by default).
     #[serde(default)]
     pub redis: crate::redis_link::RedisConfig,

@@ -6,7 +6,7 @@
 //! before the response leaves), one writer at a time.
 
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::Context as _;
@@ -76,9 +76,10 @@ CREATE TABLE IF NOT EXISTS idempotency (
 );
 ";
 
-/// The open database.
+/// The open database (clones share the one connection).
+#[derive(Clone)]
 pub struct Db {
-    conn: Mutex<Connection>,
+    conn: Arc<Mutex<Connection>>,
     path: PathBuf,
 }
 
@@ -94,7 +95,7 @@ impl Db {
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
         conn.execute_batch(SCHEMA).with_context(|| format!("cannot create the schema in {}", path.display()))?;
-        Ok(Self { conn: Mutex::new(conn), path })
+        Ok(Self { conn: Arc::new(Mutex::new(conn)), path })
     }
 
     /// The database file.

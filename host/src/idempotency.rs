@@ -1,9 +1,11 @@
 //! `Idempotency-Key`: a request repeated by the same tenant within 24 hours gets the stored
 //! answer and is never billed twice.
 //!
-//! Stored answers live in the database, written in the same transaction as the ledger row
+//! Stored answers live in the [`Store`], written in the same transaction as the ledger row
 //! of the invocation that produced them. While that first invocation is still running, a
-//! repeat **waits** for it (rather than answering 409) and then replays its answer. A key
+//! repeat **waits** for it (rather than answering 409) and then replays its answer: on the
+//! same host through an in-process channel, across hosts sharing PostgreSQL through
+//! [`Store::hold_key`] (one waiter per host asks the database). A key
 //! reused with a different request (method, path, query, content type or body) is refused
 //! with 422. Requests refused before execution (401, 402, 413, ...) store nothing, so
 //! retrying them runs them.
@@ -15,8 +17,9 @@ use std::time::Duration;
 use sha2::{Digest, Sha256};
 use tokio::sync::watch;
 
-use crate::db::{Db, now_us};
+use crate::db::now_us;
 use crate::ledger::StoredAnswer;
+use crate::store::{KeyHold, Store};
 
 /// How long an answer can be replayed.
 pub const REPLAY_WINDOW: Duration = Duration::from_secs(24 * 3600);
@@ -27,9 +30,18 @@ pub const HEADER: &str = "idempotency-key";
 type InFlight = Arc<Mutex<HashMap<(String, String), watch::Receiver<()>>>>;
 
 /// Coordinates requests that share a key.
-#[derive(Default)]
 pub struct Idempotency {
     in_flight: InFlight,
+    /// How long a repeat waits for another host's first request before giving up.
+    remote_wait: Duration,
+}
+
+impl Idempotency {
+    /// A repeat waits at most `remote_wait` while another host runs the first request (on
+    /// this host it waits as long as the first runs).
+    pub fn new(remote_wait: Duration) -> Self {
+        Self { in_flight: InFlight::default(), remote_wait }
+    }
 }
 
 /// What to do with a request that carries a key.
@@ -49,6 +61,7 @@ pub struct ClaimGuard {
     in_flight: InFlight,
     key: (String, String),
     _done: watch::Sender<()>,
+    _shared: KeyHold,
 }
 
 impl Drop for ClaimGuard {
@@ -78,36 +91,38 @@ pub fn request_fingerprint(method: &str, path_and_query: &str, content_type: &st
 
 impl Idempotency {
     /// Decide what to do with a request of `tenant` carrying `key`. Waits while another
-    /// request with the same key is running.
-    pub async fn claim(&self, db: &Db, tenant: &str, key: &str, fingerprint: &str) -> anyhow::Result<Claim> {
+    /// request with the same key is running, here or on another host sharing `store`.
+    pub async fn claim(&self, store: &dyn Store, tenant: &str, key: &str, fingerprint: &str) -> anyhow::Result<Claim> {
         let id = (tenant.to_owned(), key.to_owned());
-        loop {
+        let mut guard = loop {
             let mut waiting = {
                 let mut map = self.in_flight.lock().unwrap_or_else(|p| p.into_inner());
                 match map.get(&id) {
                     Some(rx) => rx.clone(),
                     None => {
-                        let since = now_us() - REPLAY_WINDOW.as_micros() as i64;
-                        if let Some(answer) = db.stored_answer(tenant, key, since)? {
-                            return Ok(if answer.request_sha256 == fingerprint {
-                                Claim::Replay(answer)
-                            } else {
-                                Claim::Mismatch(answer)
-                            });
-                        }
                         let (tx, rx) = watch::channel(());
                         map.insert(id.clone(), rx);
-                        return Ok(Claim::Execute(ClaimGuard {
+                        break ClaimGuard {
                             in_flight: self.in_flight.clone(),
                             key: id,
                             _done: tx,
-                        }));
+                            _shared: KeyHold::local(),
+                        };
                     }
                 }
             };
             // Resolves when the running request's guard drops; then look again.
             let _ = waiting.changed().await;
-        }
+        };
+        // The only request with this key on this host; now the other hosts.
+        guard._shared = store.hold_key(tenant, key, self.remote_wait).await?;
+        let since = now_us() - REPLAY_WINDOW.as_micros() as i64;
+        // Dropping the guard on a replay wakes this host's waiters, which then find the answer.
+        Ok(match store.stored_answer(tenant, key, since).await? {
+            Some(answer) if answer.request_sha256 == fingerprint => Claim::Replay(answer),
+            Some(answer) => Claim::Mismatch(answer),
+            None => Claim::Execute(guard),
+        })
     }
 }
 
@@ -136,10 +151,10 @@ mod tests {
     async fn a_second_claim_waits_for_the_first() {
         let (db, dir) = crate::db::temp_db("idempotency");
         let db = Arc::new(db);
-        let idem = Arc::new(Idempotency::default());
-        let Claim::Execute(guard) = idem.claim(&db, "acme", "k", "f").await.unwrap() else { panic!("first runs") };
+        let idem = Arc::new(Idempotency::new(Duration::from_secs(5)));
+        let Claim::Execute(guard) = idem.claim(&*db, "acme", "k", "f").await.unwrap() else { panic!("first runs") };
         let (db2, idem2) = (db.clone(), idem.clone());
-        let second = tokio::spawn(async move { idem2.claim(&db2, "acme", "k", "f").await.unwrap() });
+        let second = tokio::spawn(async move { idem2.claim(&*db2, "acme", "k", "f").await.unwrap() });
         tokio::time::sleep(Duration::from_millis(50)).await;
         assert!(!second.is_finished(), "waits while the first runs");
         drop(guard); // the first was refused before execution: nothing stored

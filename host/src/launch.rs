@@ -13,7 +13,6 @@ use crate::audit::AuditLog;
 use crate::cache::{ModelIds, ResultCache};
 use crate::cli::{NnProvider, RuntimeArgs, ServeArgs, UpArgs, WasiNn, shutdown_signal};
 use crate::config::{Config, Inference, Limits, TenantLimits};
-use crate::db::Db;
 use crate::engine::{EngineOptions, build_engine, build_linker, default_cache_dir, load_component_bytes};
 use crate::idempotency::Idempotency;
 use crate::invoke::{Invoker, InvokerOptions};
@@ -203,6 +202,12 @@ fn registry(plan: &Plan, args: &RuntimeArgs, inference: Inference) -> anyhow::Re
     Ok(registry)
 }
 
+/// How long a request waits for another host's run of the same `Idempotency-Key`: that run's
+/// longest wait for a slot and longest invocation, plus time to record it.
+fn idempotency_wait(limits: &Limits) -> Duration {
+    Duration::from_millis(limits.queue_timeout_ms.saturating_add(limits.timeout_ms)) + Duration::from_secs(10)
+}
+
 /// Build everything a plan needs and serve it on `listen` until SIGINT / SIGTERM.
 pub async fn launch(
     plan: Plan,
@@ -212,9 +217,12 @@ pub async fn launch(
     config: Config,
     config_path: Option<PathBuf>,
 ) -> anyhow::Result<()> {
-    let db = Arc::new(Db::open(data_dir)?);
+    // A host may start before its database does (a fleet and its PostgreSQL starting together).
+    let patience = Duration::from_secs(60);
+    let store =
+        crate::store::open(config.database.url.as_deref(), config.database.max_connections, data_dir, patience).await?;
     tracing::info!(
-        database = %db.path().display(),
+        database = %store.describe(),
         config = %config_path.as_deref().map_or("(built-in defaults)".to_owned(), |p| p.display().to_string()),
         per_call = config.pricing.per_call,
         "state and prices"
@@ -300,9 +308,9 @@ pub async fn launch(
         routes: Routes::new(routes),
         max_body_bytes: limits.max_body_bytes,
         http: args.http.apply(config.http),
-        db,
+        store,
+        idempotency: Idempotency::new(idempotency_wait(&limits)),
         config,
-        idempotency: Idempotency::default(),
         slots: Slots::new(
             limits.max_instances as usize,
             limits.queue_size,

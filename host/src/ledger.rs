@@ -160,11 +160,11 @@ fn canonical(seq: i64, e: &Entry, prev_hash: &str) -> String {
     .to_string()
 }
 
-fn hash_of(seq: i64, e: &Entry, prev_hash: &str) -> String {
+pub(crate) fn hash_of(seq: i64, e: &Entry, prev_hash: &str) -> String {
     Sha256::digest(canonical(seq, e, prev_hash).as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
 }
 
-const COLUMNS: &str = "seq, id, tenant, key_id, ts_us, route, status, outcome, fuel, wall_us, nn_us, \
+pub(crate) const COLUMNS: &str = "seq, id, tenant, key_id, ts_us, route, status, outcome, fuel, wall_us, nn_us, \
                        peak_memory, pixels, tokens, cache_hit, replay, idempotency_key, replay_of, prev_hash, hash";
 
 fn read_row(r: &Row<'_>) -> rusqlite::Result<LedgerRow> {
@@ -323,45 +323,98 @@ impl Db {
         let head: Option<(i64, String)> = conn
             .query_row("SELECT seq, hash FROM chain_head WHERE id = 1", [], |r| Ok((r.get(0)?, r.get(1)?)))
             .optional()?;
+        let mut walk = ChainWalk::default();
         let mut stmt = conn.prepare(&format!("SELECT {COLUMNS} FROM invocations ORDER BY seq"))?;
         let mut rows = stmt.query([])?;
-        let (mut expected_seq, mut prev) = (1i64, GENESIS.to_owned());
-        let mut count = 0;
-        let mut problem = None;
         while let Some(r) = rows.next()? {
-            let row = read_row(r)?;
-            count += 1;
-            if row.seq != expected_seq {
-                problem = Some(if row.seq > expected_seq {
-                    format!(
-                        "row {expected_seq} was removed (the chain jumps from row {} to row {})",
-                        expected_seq - 1,
-                        row.seq
-                    )
-                } else {
-                    format!("row {} is out of order", row.seq)
-                });
+            if !walk.step(&read_row(r)?) {
                 break;
             }
-            if row.prev_hash != prev {
-                problem = Some(format!(
-                    "row {} ({}) does not follow row {}: its prev_hash does not match (row {} was altered or replaced)",
-                    row.seq,
-                    row.entry.id,
-                    row.seq - 1,
-                    row.seq - 1
-                ));
-                break;
-            }
-            if hash_of(row.seq, &row.entry, &row.prev_hash) != row.hash {
-                problem =
-                    Some(format!("row {} ({}) was altered: its contents do not match its hash", row.seq, row.entry.id));
-                break;
-            }
-            prev = row.hash;
-            expected_seq += 1;
         }
         drop(rows);
+        let mut stmt = conn.prepare(
+            "SELECT t.name, t.balance,
+                    COALESCE((SELECT SUM(tokens) FROM credits c WHERE c.tenant = t.name), 0),
+                    COALESCE((SELECT SUM(tokens) FROM invocations i WHERE i.tenant = t.name), 0)
+             FROM tenants t ORDER BY t.name",
+        )?;
+        let balances = stmt
+            .query_map([], |r| {
+                Ok(Balance { tenant: r.get(0)?, balance: r.get(1)?, credits: r.get(2)?, spent: r.get(3)? })
+            })?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(walk.finish(head, &balances))
+    }
+}
+
+/// A tenant's balance and what it should be, for [`ChainWalk::finish`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Balance {
+    /// The tenant.
+    pub tenant: String,
+    /// Its stored balance.
+    pub balance: i64,
+    /// The sum of its credits.
+    pub credits: i64,
+    /// The sum of its invocations' tokens.
+    pub spent: i64,
+}
+
+/// Checks a ledger whatever stores it: feed the rows in `seq` order to [`ChainWalk::step`]
+/// (it stops at the first broken link), then [`ChainWalk::finish`] compares the chain head
+/// and the balances.
+#[derive(Debug)]
+pub struct ChainWalk {
+    expected_seq: i64,
+    prev: String,
+    rows: i64,
+    problem: Option<String>,
+}
+
+impl Default for ChainWalk {
+    fn default() -> Self {
+        Self { expected_seq: 1, prev: GENESIS.to_owned(), rows: 0, problem: None }
+    }
+}
+
+impl ChainWalk {
+    /// Check the next row; `false` once a problem is found (later rows are not looked at).
+    pub fn step(&mut self, row: &LedgerRow) -> bool {
+        if self.problem.is_some() {
+            return false;
+        }
+        self.rows += 1;
+        let expected = self.expected_seq;
+        self.problem = if row.seq != expected {
+            Some(if row.seq > expected {
+                format!("row {expected} was removed (the chain jumps from row {} to row {})", expected - 1, row.seq)
+            } else {
+                format!("row {} is out of order", row.seq)
+            })
+        } else if row.prev_hash != self.prev {
+            Some(format!(
+                "row {} ({}) does not follow row {}: its prev_hash does not match (row {} was altered or replaced)",
+                row.seq,
+                row.entry.id,
+                row.seq - 1,
+                row.seq - 1
+            ))
+        } else if hash_of(row.seq, &row.entry, &row.prev_hash) != row.hash {
+            Some(format!("row {} ({}) was altered: its contents do not match its hash", row.seq, row.entry.id))
+        } else {
+            None
+        };
+        if self.problem.is_none() {
+            self.prev.clone_from(&row.hash);
+            self.expected_seq += 1;
+        }
+        self.problem.is_none()
+    }
+
+    /// The report: the first problem of the chain, else of its head (`seq`, `hash` as stored;
+    /// `None` when no head was ever written), else of a balance.
+    pub fn finish(self, head: Option<(i64, String)>, balances: &[Balance]) -> VerifyReport {
+        let Self { expected_seq, prev, rows, mut problem } = self;
         let last = expected_seq - 1;
         if problem.is_none() {
             match &head {
@@ -377,26 +430,18 @@ impl Db {
             }
         }
         if problem.is_none() {
-            let mut stmt = conn.prepare(
-                "SELECT t.name, t.balance,
-                        COALESCE((SELECT SUM(tokens) FROM credits c WHERE c.tenant = t.name), 0),
-                        COALESCE((SELECT SUM(tokens) FROM invocations i WHERE i.tenant = t.name), 0)
-                 FROM tenants t ORDER BY t.name",
-            )?;
-            let mut balances = stmt.query([])?;
-            while let Some(r) = balances.next()? {
-                let (name, balance, credits, spent): (String, i64, i64, i64) =
-                    (r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?);
-                if balance != credits - spent {
-                    problem = Some(format!(
-                        "tenant {name:?} has balance {balance}, but its credits ({credits}) minus its invocations ({spent}) make {}",
-                        credits - spent
-                    ));
-                    break;
-                }
-            }
+            problem = balances.iter().find(|b| b.balance != b.credits - b.spent).map(|b| {
+                format!(
+                    "tenant {:?} has balance {}, but its credits ({}) minus its invocations ({}) make {}",
+                    b.tenant,
+                    b.balance,
+                    b.credits,
+                    b.spent,
+                    b.credits - b.spent
+                )
+            });
         }
-        Ok(VerifyReport { rows: count, head: prev, problem })
+        VerifyReport { rows, head: prev, problem }
     }
 }
 

@@ -6,7 +6,8 @@
 //! pre-instantiated component, with [`state`] for WASI, wasi-http and [`nn`]) → the
 //! function → back through [`invoke`] (fuel, wall time, inference time, memory:
 //! [`metering`]) → [`pricing`] (tokens) → [`ledger`] (one hash-chained row, committed in the
-//! same transaction as the charge, in the [`db`]) → the answer with `x-tokens` and
+//! same transaction as the charge, in the [`store`]: the SQLite [`db`] or
+//! [`postgres`]) → the answer with `x-tokens` and
 //! `x-balance`. [`api`] and [`usage`] report usage; [`config`] holds the price sheet;
 //! [`cli`] wires it all together.
 #![deny(missing_docs)]
@@ -32,10 +33,12 @@ pub mod manifest;
 pub mod metering;
 pub mod metrics;
 pub mod nn;
+pub mod postgres;
 pub mod pricing;
 pub mod redis_link;
 pub mod server;
 pub mod state;
+pub mod store;
 pub mod tenants;
 pub mod usage;
 pub mod web;

@@ -24,7 +24,6 @@ use yolo_core::{ApiError, ErrorCode};
 
 use crate::audit::{AuditLog, RequestFacts};
 use crate::config::Config;
-use crate::db::Db;
 use crate::front::{
     Admission, ConnectionGate, HttpLimits, RESERVE_HEADER_TIMEOUT, answer_unread, check_head, read_body,
 };
@@ -59,8 +58,8 @@ pub struct App {
     pub max_body_bytes: usize,
     /// Limits of the HTTP front: headers, body deadlines, connections.
     pub http: HttpLimits,
-    /// Tenants, keys, ledger.
-    pub db: Arc<Db>,
+    /// Tenants, keys, ledger: SQLite or PostgreSQL.
+    pub store: Arc<dyn crate::store::Store>,
     /// Prices and token value.
     pub config: Config,
     /// Requests in flight per idempotency key.

@@ -31,6 +31,9 @@ pub enum AuthError {
     /// The key was revoked.
     #[error("this API key was revoked")]
     Revoked,
+    /// The store could not be asked (the reason is logged, never shown to the client).
+    #[error("the key store is unavailable")]
+    Unavailable(String),
 }
 
 /// A freshly created key (the only time the secret is known).
@@ -82,8 +85,7 @@ impl Db {
     /// `initial_credit` to an existing tenant otherwise).
     pub fn create_key(&self, tenant: &str, initial_credit: i64) -> anyhow::Result<NewKey> {
         validate_tenant(tenant)?;
-        let id = random_hex(8)?;
-        let key = format!("ye_{id}_{}", random_hex(24)?);
+        let (new, key_sha256) = generate_key()?;
         let now = now_us();
         let mut conn = self.lock();
         let tx = conn.transaction()?;
@@ -93,13 +95,13 @@ impl Db {
         )?;
         tx.execute(
             "INSERT INTO api_keys (id, tenant, key_sha256, created_us) VALUES (?1, ?2, ?3, ?4)",
-            params![id, tenant, digest(&key), now],
+            params![new.id, tenant, key_sha256, now],
         )?;
         if initial_credit != 0 {
             credit_in(&tx, tenant, initial_credit, "initial credit", now)?;
         }
         tx.commit()?;
-        Ok(NewKey { id, key })
+        Ok(new)
     }
 
     /// Every key, optionally of one tenant.
@@ -146,36 +148,61 @@ impl Db {
 
     /// Check an `Authorization` header value.
     pub fn authenticate(&self, authorization: Option<&str>) -> Result<Caller, AuthError> {
-        let header = authorization.ok_or(AuthError::Missing)?;
-        let key = header
-            .strip_prefix("Bearer ")
-            .or_else(|| header.strip_prefix("bearer "))
-            .map(str::trim)
-            .ok_or(AuthError::Missing)?;
-        let id = key
-            .strip_prefix("ye_")
-            .and_then(|rest| rest.split_once('_'))
-            .map(|(id, _)| id)
-            .ok_or(AuthError::Invalid)?;
-        let row: Option<(String, Vec<u8>, Option<i64>)> = self
+        let (id, key) = bearer_key(authorization)?;
+        let row = self
             .lock()
             .query_row("SELECT tenant, key_sha256, revoked_us FROM api_keys WHERE id = ?1", params![id], |r| {
-                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+                Ok(StoredKey { tenant: r.get(0)?, key_sha256: r.get(1)?, revoked_us: r.get(2)? })
             })
             .optional()
-            .map_err(|e| {
-                tracing::error!(error = %e, "key lookup failed");
-                AuthError::Invalid
-            })?;
-        let (tenant, stored, revoked) = row.ok_or(AuthError::Invalid)?;
-        if !constant_time_eq(&stored, &digest(key)) {
-            return Err(AuthError::Invalid);
-        }
-        if revoked.is_some() {
-            return Err(AuthError::Revoked);
-        }
-        Ok(Caller { tenant, key_id: id.to_owned() })
+            .map_err(|e| AuthError::Unavailable(e.to_string()))?;
+        check_key(id, key, row)
     }
+}
+
+/// An API key's row, as every store keeps it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredKey {
+    /// The tenant it belongs to.
+    pub tenant: String,
+    /// SHA-256 of the whole key.
+    pub key_sha256: Vec<u8>,
+    /// When it was revoked, if it was.
+    pub revoked_us: Option<i64>,
+}
+
+/// A new key and the digest to store (the key itself is never stored).
+pub fn generate_key() -> anyhow::Result<(NewKey, Vec<u8>)> {
+    let id = random_hex(8)?;
+    let key = format!("ye_{id}_{}", random_hex(24)?);
+    let key_sha256 = digest(&key);
+    Ok((NewKey { id, key }, key_sha256))
+}
+
+/// The key id and the whole key of an `Authorization: Bearer ye_<id>_<secret>` value.
+pub fn bearer_key(authorization: Option<&str>) -> Result<(&str, &str), AuthError> {
+    let header = authorization.ok_or(AuthError::Missing)?;
+    let key = header
+        .strip_prefix("Bearer ")
+        .or_else(|| header.strip_prefix("bearer "))
+        .map(str::trim)
+        .ok_or(AuthError::Missing)?;
+    let id =
+        key.strip_prefix("ye_").and_then(|rest| rest.split_once('_')).map(|(id, _)| id).ok_or(AuthError::Invalid)?;
+    Ok((id, key))
+}
+
+/// Check a presented key against the row stored under its id (`None`: no such id): the
+/// digest compared in constant time, then revocation.
+pub fn check_key(id: &str, key: &str, row: Option<StoredKey>) -> Result<Caller, AuthError> {
+    let row = row.ok_or(AuthError::Invalid)?;
+    if !constant_time_eq(&row.key_sha256, &digest(key)) {
+        return Err(AuthError::Invalid);
+    }
+    if row.revoked_us.is_some() {
+        return Err(AuthError::Revoked);
+    }
+    Ok(Caller { tenant: row.tenant, key_id: id.to_owned() })
 }
 
 fn credit_in(tx: &rusqlite::Transaction<'_>, tenant: &str, tokens: i64, note: &str, now: i64) -> anyhow::Result<i64> {

@@ -116,6 +116,23 @@ pub struct UsageReport {
     pub days: Vec<Day>,
 }
 
+impl UsageReport {
+    /// The report of `tenant` over `period` from its per-day totals (oldest first).
+    pub fn new(tenant: &str, period: Period, days: Vec<Day>) -> Self {
+        let mut total = Totals::default();
+        for d in &days {
+            total.add(&d.totals);
+        }
+        Self {
+            tenant: tenant.to_owned(),
+            from: (period.from_us > 0).then(|| rfc3339(period.from_us)),
+            to: (period.to_us < i64::MAX).then(|| rfc3339(period.to_us)),
+            total,
+            days,
+        }
+    }
+}
+
 impl Db {
     /// `tenant`'s usage in `period`.
     pub fn usage(&self, tenant: &str, period: Period) -> anyhow::Result<UsageReport> {
@@ -144,17 +161,7 @@ impl Db {
                 })
             })?
             .collect::<Result<Vec<_>, _>>()?;
-        let mut total = Totals::default();
-        for d in &days {
-            total.add(&d.totals);
-        }
-        Ok(UsageReport {
-            tenant: tenant.to_owned(),
-            from: (period.from_us > 0).then(|| rfc3339(period.from_us)),
-            to: (period.to_us < i64::MAX).then(|| rfc3339(period.to_us)),
-            total,
-            days,
-        })
+        Ok(UsageReport::new(tenant, period, days))
     }
 }
 
