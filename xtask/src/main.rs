@@ -261,8 +261,14 @@ impl Repo {
     /// when missing. A failure is reported, not fatal: the tests that need them then fail and
     /// say why.
     fn debian_packages(&self) {
-        step("Debian packages for the tests: chromium, chromium-driver, redis-server");
-        let missing: Vec<&str> = [
+        step("Debian packages for the tests: chromium, chromium-driver, redis-server, postgresql");
+        // PostgreSQL's server programs live under a versioned directory.
+        let postgres = std::fs::read_dir("/usr/lib/postgresql")
+            .into_iter()
+            .flatten()
+            .flatten()
+            .any(|version| version.path().join("bin/initdb").is_file());
+        let mut missing: Vec<&str> = [
             ("/usr/bin/chromium", "chromium"),
             ("/usr/bin/chromedriver", "chromium-driver"),
             ("/usr/bin/redis-server", "redis-server"),
@@ -271,6 +277,9 @@ impl Repo {
         .filter(|(path, _)| !Path::new(path).is_file())
         .map(|(_, package)| package)
         .collect();
+        if !postgres {
+            missing.push("postgresql");
+        }
         if missing.is_empty() {
             println!("already installed");
             return;
