@@ -1,5 +1,6 @@
 //! Driving an HTTP server: latency with one client, throughput with several.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::stats::closed_loop;
@@ -76,5 +77,13 @@ pub fn sequential(t: &Target, warmup: usize, n: usize) -> anyhow::Result<Vec<Ans
 /// Requests per second with `clients` concurrent clients for `duration`, and the number
 /// of non-200 answers or transport errors.
 pub fn throughput(t: &Target, clients: usize, duration: Duration) -> (f64, usize) {
-    closed_loop(clients, duration, agent, |agent| send(agent, t).is_ok_and(|a| a.status == 200))
+    throughput_spread(std::slice::from_ref(t), clients, duration)
+}
+
+/// [`throughput`] with the clients spread over several servers (client i sends to target
+/// i mod n), as a load balancer in front of them would.
+pub fn throughput_spread(targets: &[Target], clients: usize, duration: Duration) -> (f64, usize) {
+    let next = AtomicUsize::new(0);
+    let state = || (agent(), &targets[next.fetch_add(1, Ordering::Relaxed) % targets.len()]);
+    closed_loop(clients, duration, state, |(agent, t)| send(agent, t).is_ok_and(|a| a.status == 200))
 }

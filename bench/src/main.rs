@@ -6,7 +6,8 @@
 //!    `ThreadingHTTPServer`;
 //! 3. stock `wasmtime serve -S nn` (Wasmtime 48.0.8, ONNX backend) serving the same component;
 //! 4. our host: warm latency, throughput with 1/2/4/8 clients, cold start, instantiation
-//!    time, RSS, and the cost of fuel metering (on vs off).
+//!    time, RSS, and the cost of fuel metering (on vs off);
+//! 5. the shared ledger: one host on SQLite against one, then two hosts on one PostgreSQL.
 //!
 //! Every comparison behind the targets interleaves its sides (bare pipeline, host and Python
 //! request by request; the throughputs in alternating rounds; fuel on and off request by
@@ -18,6 +19,7 @@
 
 mod bare;
 mod http;
+mod ledger;
 mod python;
 mod stats;
 
@@ -25,6 +27,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use ledger::shared_ledger;
 use serde_json::{Value, json};
 use stats::{Summary, summarize};
 use yolo_edge_tests::{Host, photo, photo_bytes, repo};
@@ -373,6 +376,9 @@ fn main() -> anyhow::Result<()> {
     let hit_tokens = median(hits.iter().filter_map(|a| a.number("x-tokens")));
     drop(cached_host);
 
+    step("shared ledger: one host on SQLite, one on PostgreSQL, two on one PostgreSQL");
+    let ledger = shared_ledger(&cfg)?;
+
     step("cold start");
     let mut cold = Vec::new();
     for _ in 0..3 {
@@ -567,6 +573,7 @@ fn main() -> anyhow::Result<()> {
         IMAGES[1].name,
         wasm_first_ms
     ));
+    md.push_str(&ledger.markdown());
     md.push_str(&format!(
         "\n## Start-up and memory\n\n| what | value |\n|---|---|\n| cold start, process start → first correct answer (compiled component cached) | p50 {:.0} ms (n = {}) |\n| host RSS after the throughput runs | {:.0} MiB |\n",
         cold.p50, cold.n, host_rss
@@ -670,6 +677,7 @@ fn main() -> anyhow::Result<()> {
             "restart_listen_ms": wasm_listen_ms, "first_request_ms": wasm_first_ms,
         }),
     );
+    raw.insert("shared_ledger".into(), ledger.json());
     raw.insert("images".into(), json!(IMAGES.iter().map(|i| i.name).collect::<Vec<_>>()));
 
     std::fs::write(cfg.out.join("BENCHMARKS.md"), &md)?;
