@@ -159,9 +159,34 @@ impl Config {
     }
 }
 
+/// `url` (a database or Redis URL) with its password replaced by `***`, for messages and logs.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else { return url.to_owned() };
+    let (authority, tail) = rest.split_once('/').map_or((rest, None), |(a, t)| (a, Some(t)));
+    let authority = match authority.rsplit_once('@') {
+        Some((userinfo, host)) => match userinfo.split_once(':') {
+            Some((user, _)) => format!("{user}:***@{host}"),
+            None => format!("{userinfo}@{host}"),
+        },
+        None => authority.to_owned(),
+    };
+    tail.map_or_else(|| format!("{scheme}://{authority}"), |t| format!("{scheme}://{authority}/{t}"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn passwords_stay_out_of_logs() {
+        assert_eq!(redact_url("postgres://app:s3cret@db:5432/ledger"), "postgres://app:***@db:5432/ledger");
+        assert_eq!(redact_url("postgres://app@db/ledger?sslmode=disable"), "postgres://app@db/ledger?sslmode=disable");
+        assert_eq!(redact_url("postgresql://db"), "postgresql://db");
+        assert_eq!(redact_url("p:w@x"), "p:w@x");
+        assert_eq!(redact_url("redis://127.0.0.1:6379/0"), "redis://127.0.0.1:6379/0");
+        assert_eq!(redact_url("redis://:secret@r:6379"), "redis://:***@r:6379");
+        assert_eq!(redact_url("rediss://app:secret@r:6379/1"), "rediss://app:***@r:6379/1");
+    }
 
     #[test]
     fn the_repository_config_is_the_default() {

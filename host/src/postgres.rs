@@ -30,6 +30,7 @@ use tokio_postgres::config::SslMode;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{IsolationLevel, NoTls, Row};
 
+use crate::config::redact_url;
 use crate::db::now_us;
 use crate::ledger::{Balance, COLUMNS, ChainWalk, Entry, LedgerRow, StoredAnswer, VerifyReport, hash_of};
 use crate::store::{KeyHold, Store};
@@ -108,20 +109,6 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[(
 /// The advisory lock that serialises migrations ("yolo-edge" in ASCII).
 const MIGRATION_LOCK: i64 = 0x796f_6c6f_2d65_6467;
 
-/// `url` with its password replaced by `***`, for messages and logs.
-pub fn redact(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else { return url.to_owned() };
-    let (authority, tail) = rest.split_once('/').map_or((rest, None), |(a, t)| (a, Some(t)));
-    let authority = match authority.rsplit_once('@') {
-        Some((userinfo, host)) => match userinfo.split_once(':') {
-            Some((user, _)) => format!("{user}:***@{host}"),
-            None => format!("{userinfo}@{host}"),
-        },
-        None => authority.to_owned(),
-    };
-    tail.map_or_else(|| format!("{scheme}://{authority}"), |t| format!("{scheme}://{authority}/{t}"))
-}
-
 /// A PostgreSQL database shared by the hosts.
 pub struct PgStore {
     pool: Pool,
@@ -133,7 +120,7 @@ impl PgStore {
     /// reached, retry for up to `patience` (a fleet and its database often start together),
     /// then fail with the reason.
     pub async fn connect(url: &str, max_connections: usize, patience: Duration) -> anyhow::Result<Self> {
-        let shown = redact(url);
+        let shown = redact_url(url);
         let config = tokio_postgres::Config::from_str(url).with_context(|| format!("bad database URL {shown}"))?;
         if config.get_ssl_mode() == SslMode::Require {
             anyhow::bail!(
@@ -594,14 +581,6 @@ async fn credit_in(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn urls_are_shown_without_their_password() {
-        assert_eq!(redact("postgres://app:s3cret@db:5432/ledger"), "postgres://app:***@db:5432/ledger");
-        assert_eq!(redact("postgres://app@db/ledger?sslmode=disable"), "postgres://app@db/ledger?sslmode=disable");
-        assert_eq!(redact("postgresql://db"), "postgresql://db");
-        assert_eq!(redact("p:w@x"), "p:w@x");
-    }
 
     #[test]
     fn key_locks_differ_by_tenant_and_key() {

@@ -24,6 +24,8 @@ use std::time::{Duration, Instant};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use serde::Deserialize;
 
+use crate::config::redact_url;
+
 /// `[redis]` in `yolo-edge.toml`: the Redis shared by a fleet of hosts.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -81,10 +83,10 @@ impl RedisLink {
             .set_number_of_retries(3)
             .set_max_delay(Duration::from_secs(1));
         let connection = ConnectionManager::new_lazy_with_config(client, config)
-            .map_err(|e| anyhow::anyhow!("cannot set up a connection to Redis at {}: {e}", redact(url)))?;
+            .map_err(|e| anyhow::anyhow!("cannot set up a connection to Redis at {}: {e}", redact_url(url)))?;
         let link = Self {
             connection,
-            shown: redact(url),
+            shown: redact_url(url),
             url: url.to_owned(),
             created: Instant::now(),
             down_until_ms: AtomicU64::new(0),
@@ -166,28 +168,9 @@ impl RedisLink {
     }
 }
 
-/// `url` with the password of its user part (if any) masked.
-fn redact(url: &str) -> String {
-    if let (Some(scheme), Some(at)) = (url.find("://"), url.rfind('@'))
-        && at > scheme
-        && let Some((name, _password)) = url[scheme + 3..at].split_once(':')
-    {
-        return format!("{}://{name}:***@{}", &url[..scheme], &url[at + 1..]);
-    }
-    url.to_owned()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn passwords_stay_out_of_logs() {
-        assert_eq!(redact("redis://127.0.0.1:6379/0"), "redis://127.0.0.1:6379/0");
-        assert_eq!(redact("redis://:secret@r:6379"), "redis://:***@r:6379");
-        assert_eq!(redact("redis://app@r:6379"), "redis://app@r:6379");
-        assert_eq!(redact("rediss://app:secret@r:6379/1"), "rediss://app:***@r:6379/1");
-    }
 
     #[tokio::test]
     async fn a_redis_that_is_not_there_is_tried_again_after_a_pause() {

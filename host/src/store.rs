@@ -128,7 +128,7 @@ pub async fn open(
         }
         Some(url) => anyhow::bail!(
             "unsupported database URL {:?}: use postgres://user:password@host:port/database, or leave it unset for the SQLite file in the data directory",
-            crate::postgres::redact(url)
+            crate::config::redact_url(url)
         ),
         None => {
             let dir = data_dir.to_owned();

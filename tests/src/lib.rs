@@ -220,6 +220,19 @@ impl Host {
         self.stderr.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
+    /// Whether the host logs `text` within `within` (its log is read by another thread, so a
+    /// line may arrive a moment after what caused it).
+    pub fn logs_within(&self, text: &str, within: Duration) -> bool {
+        let started = std::time::Instant::now();
+        while !self.log().contains(text) {
+            if started.elapsed() > within {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        true
+    }
+
     /// Whether the process is still running.
     pub fn is_running(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))
