@@ -202,12 +202,6 @@ fn registry(plan: &Plan, args: &RuntimeArgs, inference: Inference) -> anyhow::Re
     Ok(registry)
 }
 
-/// How long a request waits for another host's run of the same `Idempotency-Key`: that run's
-/// longest wait for a slot and longest invocation, plus time to record it.
-fn idempotency_wait(limits: &Limits) -> Duration {
-    Duration::from_millis(limits.queue_timeout_ms.saturating_add(limits.timeout_ms)) + Duration::from_secs(10)
-}
-
 /// Build everything a plan needs and serve it on `listen` until SIGINT / SIGTERM.
 pub async fn launch(
     plan: Plan,
@@ -290,12 +284,14 @@ pub async fn launch(
         .unwrap_or_else(|| data_dir.join("audit.jsonl").display().to_string());
     let audit = AuditLog::open(&audit_target)?;
     tracing::info!(?limits, ?tenant_limits, http = ?args.http.apply(config.http), audit = %audit_target, "limits");
+    // A request's longest life: its wait for a slot, its invocation, and time to record it.
+    let longest_request =
+        lease_for(Duration::from_millis(limits.timeout_ms), Duration::from_millis(limits.queue_timeout_ms));
     let metrics = Metrics::new()?;
     let tenants = match &fleet_redis {
         None => TenantGate::new(tenant_limits),
         Some(link) => {
-            let lease =
-                lease_for(Duration::from_millis(limits.timeout_ms), Duration::from_millis(limits.queue_timeout_ms));
+            let lease = longest_request;
             let counters = SharedLimitCounters {
                 redis_errors: metrics.limits_redis_errors.clone(),
                 fallbacks: metrics.limits_fallbacks.clone(),
@@ -309,7 +305,8 @@ pub async fn launch(
         max_body_bytes: limits.max_body_bytes,
         http: args.http.apply(config.http),
         store,
-        idempotency: Idempotency::new(idempotency_wait(&limits)),
+        // A repeat waits for another host's run of its key at most as long as a request can last.
+        idempotency: Idempotency::new(longest_request),
         config,
         slots: Slots::new(
             limits.max_instances as usize,
