@@ -31,6 +31,10 @@ pub const INIT_FUNC: &str = "wizer-initialize";
 /// The environment variable that tells `wizer-initialize` which model to load.
 pub const BAKE_MODEL_VAR: &str = "YOLO_EDGE_BAKE_MODEL";
 
+/// Passed through to `wizer-initialize` when set: which wasm GEMM kernel the baked plan uses
+/// (`4x8`, the provider's default, or `tract` for tract's own; a diagnostic).
+pub const NN_KERNEL_VAR: &str = "YOLO_EDGE_NN_KERNEL";
+
 /// The unbaked provider, as `cargo build --profile wasm` writes it.
 pub const DEFAULT_PROVIDER: &str = "target/wasm32-wasip2/wasm/yolo_edge_nn_provider.wasm";
 
@@ -65,7 +69,11 @@ pub async fn bake(provider: &[u8], models_dir: &Path, model: &str) -> anyhow::Re
     let mut wasi = WasiCtx::builder();
     wasi.preopened_dir(models_dir, GUEST_MODELS_DIR, FsPerms::ReadOnly)
         .map_err(|e| anyhow::Error::from(e).context(format!("cannot open {}", models_dir.display())))?;
-    let wasi = wasi.env(BAKE_MODEL_VAR, model).inherit_stderr().build();
+    wasi.env(BAKE_MODEL_VAR, model);
+    if let Ok(kernel) = std::env::var(NN_KERNEL_VAR) {
+        wasi.env(NN_KERNEL_VAR, kernel);
+    }
+    let wasi = wasi.inherit_stderr().build();
     let mut store = Store::new(&engine, BakeState { wasi, table: ResourceTable::new() });
     let mut linker = Linker::new(&engine);
     wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;

@@ -422,13 +422,16 @@ impl Repo {
                 .env("YOLO_EDGE_COMPONENT", self.component())
                 .current_dir(&self.root),
         )?;
-        step("yolo-core's unit tests compiled for wasm32-wasip2 (the guest's SIMD128 paths), run by Wasmtime");
+        step(
+            "yolo-core's and the wasi-nn provider's unit tests compiled for wasm32-wasip2 (their SIMD128 paths), run by Wasmtime",
+        );
         run_cmd(
             cargo().args(["build", "--release", "-p", "yolo-edge", "--example", "wasi_run"]).current_dir(&self.root),
         )?;
         run_cmd(
             cargo()
-                .args(["test", "--profile", "wasm", "--target", "wasm32-wasip2", "-p", "yolo-core", "--lib"])
+                .args(["test", "--profile", "wasm", "--target", "wasm32-wasip2", "-p", "yolo-core"])
+                .args(["-p", "yolo-edge-nn-provider", "--lib"])
                 .env("CARGO_TARGET_WASM32_WASIP2_RUNNER", self.path("target/release/examples/wasi_run"))
                 .current_dir(&self.root),
         )

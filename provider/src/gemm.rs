@@ -1,0 +1,338 @@
+//! A 4×8 f32 matrix-multiply kernel for tract on wasm32 (SIMD128, relaxed-SIMD FMA), and the
+//! dispatch tier that makes tract pick it for every f32 GEMM (N > 1).
+//!
+//! Why: yolov3-tiny's 13 convolutions take ~96 % of an inference in Wasm (tract's `OptMatMul`),
+//! most of it in the kernel's k loop. Wasmtime puts an interruption check (epoch or fuel) at every loop
+//! header, whose slow path is a call that clobbers every vector register; Cranelift then keeps
+//! a kernel's accumulators in stack slots across the back edge, so tract's 8×8 wasm kernel
+//! reloads and spills its 16 accumulators at every k step. This kernel holds a 4×8 tile (8
+//! accumulators), does four k steps per loop iteration (one reload and spill per 32
+//! multiply-adds instead of per 8 or 16), broadcasts the 4 values of A from one load with
+//! shuffles, and multiplies-adds with `f32x4.relaxed_madd`, which Wasmtime compiles to one FMA
+//! where the CPU has it (and to a multiply and an add elsewhere: both are valid results).
+//!
+//! It plugs into tract through tract-linalg's public registries (`inventory` collections of
+//! kernels and of dispatch tiers), so tract still packs, tiles, fuses bias and activation and
+//! handles border tiles; only the tile computation is ours. Its contract is tract's
+//! `FusedKerSpec` program: `AddMatMul` reads A packed `[k][4]` and B packed `[k][8]`; tiles
+//! are loaded and stored row-major as `[4][8]`.
+//!
+//! Off wasm32 nothing is registered and tract keeps its own kernels.
+
+#[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+pub use wasm::select;
+
+#[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+mod wasm {
+    use core::arch::wasm32::*;
+    #[cfg(test)]
+    use std::sync::atomic::AtomicUsize;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use tract_linalg::Scaler;
+    use tract_linalg::isa::{Arch, IsaSet};
+    use tract_linalg::mmm::{DynKernel, FusedKerSpec, OutputStoreKer, Query, Suitable};
+    use tract_linalg::mmm_routines::MmmRoutine;
+    use tract_linalg::mmm_tiers::MmmTier;
+    use tract_linalg::pack::Packing;
+    use tract_onnx::prelude::DatumType;
+
+    /// The name tract knows the kernel by (it shows in tract's plan dumps).
+    const NAME: &str = "yolo_edge_wasm_f32_4x8";
+
+    const MR: usize = 4;
+    const NR: usize = 8;
+
+    /// Whether the tier prefers this kernel (else tract's own choice stands).
+    static PREFERRED: AtomicBool = AtomicBool::new(true);
+
+    /// Choose the kernel for the plans optimised from now on: `"4x8"` (ours, the default) or
+    /// `"tract"` (tract's own); false for an unknown name.
+    pub fn select(name: &str) -> bool {
+        let ours = match name {
+            "4x8" => true,
+            "tract" => false,
+            _ => return false,
+        };
+        PREFERRED.store(ours, Ordering::Relaxed);
+        true
+    }
+
+    /// Tiles computed by the kernel (tests only: proof that tract dispatched to it).
+    #[cfg(test)]
+    pub static TILES: AtomicUsize = AtomicUsize::new(0);
+
+    fn kernel() -> DynKernel<MR, NR, f32> {
+        let mut k =
+            DynKernel::<MR, NR, f32>::new(NAME, kernel_f32, f32::packing(MR).align(16), f32::packing(NR).align(16));
+        k.arch = Some(Arch::Wasm32Simd128);
+        k
+    }
+
+    inventory::submit! { MmmRoutine { make: || kernel().mmm() } }
+
+    /// Every f32 GEMM with more than one column; matrix-vector products stay with tract's
+    /// wasm GEMV kernels.
+    fn preferred(_isa: &IsaSet, acc: DatumType, query: &Query, _suitable: &[Suitable]) -> Option<&'static str> {
+        if acc != DatumType::F32 || query.n == Some(1) {
+            return None;
+        }
+        PREFERRED.load(Ordering::Relaxed).then_some(NAME)
+    }
+
+    inventory::submit! {
+        MmmTier {
+            arch: Some(Arch::Wasm32Simd128),
+            // Above tract's own wasm tier (1): asked first, and an answer that a query cannot
+            // use falls through to it.
+            precedence: 2,
+            name: "yolo-edge-wasm-fma",
+            applies: |_| true,
+            preferred,
+        }
+    }
+
+    /// `a * b + c`, fused where the engine can.
+    #[inline(always)]
+    unsafe fn madd(a: v128, b: v128, c: v128) -> v128 {
+        f32x4_relaxed_madd(a, b, c)
+    }
+
+    /// Apply `f(operand_of_row, accumulator)` to both halves of each row.
+    #[inline(always)]
+    fn per_row(acc: &mut [[v128; 2]; MR], rows: *const f32, f: impl Fn(v128, v128) -> v128) {
+        for (r, row) in acc.iter_mut().enumerate() {
+            // SAFETY: tract passes MR values per row operand.
+            let s = f32x4_splat(unsafe { *rows.add(r) });
+            row[0] = f(s, row[0]);
+            row[1] = f(s, row[1]);
+        }
+    }
+
+    /// Apply `f(operand_of_columns, accumulator)` to every row.
+    #[inline(always)]
+    fn per_col(acc: &mut [[v128; 2]; MR], cols: *const f32, f: impl Fn(v128, v128) -> v128) {
+        // SAFETY: tract passes NR values per column operand.
+        let (lo, hi) = unsafe { (v128_load(cols as *const v128), v128_load(cols.add(4) as *const v128)) };
+        for row in acc.iter_mut() {
+            row[0] = f(lo, row[0]);
+            row[1] = f(hi, row[1]);
+        }
+    }
+
+    #[inline(always)]
+    fn each(acc: &mut [[v128; 2]; MR], f: impl Fn(v128) -> v128) {
+        for a in acc.iter_mut().flatten() {
+            *a = f(*a);
+        }
+    }
+
+    /// One element of a strided output tile.
+    #[inline(always)]
+    unsafe fn at(tile: &OutputStoreKer, r: usize, c: usize) -> *mut f32 {
+        unsafe { tile.ptr.offset(tile.row_byte_stride * r as isize + tile.col_byte_stride * c as isize) as *mut f32 }
+    }
+
+    /// One k step: `c[r] += a[r] * b` for the 4 rows, A's 4 values broadcast lane by lane
+    /// from one load.
+    #[inline(always)]
+    unsafe fn k_step(c: &mut [[v128; 2]; 4], pa: *const v128, pb: *const v128, i: usize) {
+        // SAFETY: the caller keeps `i` below the panels' k.
+        let (a, b0, b1) = unsafe { (v128_load(pa.add(i)), v128_load(pb.add(2 * i)), v128_load(pb.add(2 * i + 1))) };
+        let s = i32x4_shuffle::<0, 0, 0, 0>(a, a);
+        c[0] = [unsafe { madd(s, b0, c[0][0]) }, unsafe { madd(s, b1, c[0][1]) }];
+        let s = i32x4_shuffle::<1, 1, 1, 1>(a, a);
+        c[1] = [unsafe { madd(s, b0, c[1][0]) }, unsafe { madd(s, b1, c[1][1]) }];
+        let s = i32x4_shuffle::<2, 2, 2, 2>(a, a);
+        c[2] = [unsafe { madd(s, b0, c[2][0]) }, unsafe { madd(s, b1, c[2][1]) }];
+        let s = i32x4_shuffle::<3, 3, 3, 3>(a, a);
+        c[3] = [unsafe { madd(s, b0, c[3][0]) }, unsafe { madd(s, b1, c[3][1]) }];
+    }
+
+    /// `acc += A · B` over `k` steps of packed panels: A `[k][4]`, B `[k][8]`.
+    ///
+    /// Four k steps per loop iteration: Wasmtime puts an interruption check (epoch or fuel),
+    /// with a call on its slow path, at every loop header, and Cranelift then keeps the
+    /// accumulators in stack slots across the back edge; unrolled, that reload and spill is
+    /// paid once per 32 FMAs instead of once per 8.
+    #[inline(always)]
+    unsafe fn add_mat_mul(acc: &mut [[v128; 2]; MR], k: usize, pa: *const v128, pb: *const v128) {
+        let mut c = *acc;
+        let mut i = 0;
+        // SAFETY (both loops): `i` stays below `k`, the panels' depth.
+        while i + 4 <= k {
+            unsafe {
+                k_step(&mut c, pa, pb, i);
+                k_step(&mut c, pa, pb, i + 1);
+                k_step(&mut c, pa, pb, i + 2);
+                k_step(&mut c, pa, pb, i + 3);
+            }
+            i += 4;
+        }
+        while i < k {
+            unsafe { k_step(&mut c, pa, pb, i) };
+            i += 1;
+        }
+        *acc = c;
+    }
+
+    /// Run one tile's fused program (see tract-linalg's `FusedKerSpec`); 0 when done.
+    ///
+    /// # Safety
+    /// The pointers in `program` must be what tract's mmm driver passes for an MR×8 f32
+    /// kernel.
+    #[target_feature(enable = "relaxed-simd")]
+    unsafe fn kernel_f32(program: &[FusedKerSpec<f32>]) -> isize {
+        #[cfg(test)]
+        TILES.fetch_add(1, Ordering::Relaxed);
+        let zero = f32x4_splat(0.0);
+        let mut acc = [[zero; 2]; MR];
+        for op in program {
+            // SAFETY (every arm): pointers and sizes come from tract's driver, as documented
+            // for each `FusedKerSpec` variant.
+            unsafe {
+                match *op {
+                    FusedKerSpec::Done => break,
+                    FusedKerSpec::Clear => acc = [[zero; 2]; MR],
+                    FusedKerSpec::LoadTile(_col_major, row_major) => {
+                        for (i, a) in acc.iter_mut().flatten().enumerate() {
+                            *a = v128_load((row_major as *const v128).add(i));
+                        }
+                    }
+                    FusedKerSpec::ScalarMin(s) => each(&mut acc, |a| f32x4_min(f32x4_splat(s), a)),
+                    FusedKerSpec::ScalarMax(s) => each(&mut acc, |a| f32x4_max(f32x4_splat(s), a)),
+                    FusedKerSpec::ScalarAdd(s) => each(&mut acc, |a| f32x4_add(f32x4_splat(s), a)),
+                    FusedKerSpec::ScalarMul(s) => each(&mut acc, |a| f32x4_mul(f32x4_splat(s), a)),
+                    FusedKerSpec::ScalarSub(s) => each(&mut acc, |a| f32x4_sub(f32x4_splat(s), a)),
+                    FusedKerSpec::ScalarSubF(s) => each(&mut acc, |a| f32x4_sub(a, f32x4_splat(s))),
+                    FusedKerSpec::LeakyRelu(alpha) => {
+                        each(&mut acc, |a| v128_bitselect(a, f32x4_mul(f32x4_splat(alpha), a), f32x4_gt(a, zero)))
+                    }
+                    FusedKerSpec::PerRowMin(rows) => per_row(&mut acc, rows, |s, a| f32x4_min(s, a)),
+                    FusedKerSpec::PerRowMax(rows) => per_row(&mut acc, rows, |s, a| f32x4_max(s, a)),
+                    FusedKerSpec::PerRowAdd(rows) => per_row(&mut acc, rows, |s, a| f32x4_add(s, a)),
+                    FusedKerSpec::PerRowMul(rows) => per_row(&mut acc, rows, |s, a| f32x4_mul(s, a)),
+                    FusedKerSpec::PerRowSub(rows) => per_row(&mut acc, rows, |s, a| f32x4_sub(s, a)),
+                    FusedKerSpec::PerRowSubF(rows) => per_row(&mut acc, rows, |s, a| f32x4_sub(a, s)),
+                    FusedKerSpec::PerColMin(cols) => per_col(&mut acc, cols, |s, a| f32x4_min(s, a)),
+                    FusedKerSpec::PerColMax(cols) => per_col(&mut acc, cols, |s, a| f32x4_max(s, a)),
+                    FusedKerSpec::PerColAdd(cols) => per_col(&mut acc, cols, |s, a| f32x4_add(s, a)),
+                    FusedKerSpec::PerColMul(cols) => per_col(&mut acc, cols, |s, a| f32x4_mul(s, a)),
+                    FusedKerSpec::PerColSub(cols) => per_col(&mut acc, cols, |s, a| f32x4_sub(s, a)),
+                    FusedKerSpec::PerColSubF(cols) => per_col(&mut acc, cols, |s, a| f32x4_sub(a, s)),
+                    FusedKerSpec::QScale(shift, policy, mult) => {
+                        let scale = f32x4_splat(Scaler::from_fuse_params(shift, policy, mult).scale);
+                        each(&mut acc, |a| f32x4_mul(scale, a));
+                    }
+                    FusedKerSpec::RoundingShiftRight(shift, _) => {
+                        let scale = f32x4_splat(2f32.powi(-(shift as i32)));
+                        each(&mut acc, |a| f32x4_mul(scale, a));
+                    }
+                    FusedKerSpec::ShiftLeft(shift) => {
+                        let scale = f32x4_splat(2f32.powi(shift as i32));
+                        each(&mut acc, |a| f32x4_mul(scale, a));
+                    }
+                    FusedKerSpec::AddUnicast(tile) => {
+                        for (r, acc) in acc.iter_mut().enumerate() {
+                            let mut row = [0f32; NR];
+                            for (c, v) in row.iter_mut().enumerate() {
+                                *v = *at(&tile, r, c);
+                            }
+                            let p = row.as_ptr() as *const v128;
+                            acc[0] = f32x4_add(acc[0], v128_load(p));
+                            acc[1] = f32x4_add(acc[1], v128_load(p.add(1)));
+                        }
+                    }
+                    FusedKerSpec::AddRowColProducts(rows, cols) => {
+                        let lo = v128_load(cols as *const v128);
+                        let hi = v128_load(cols.add(4) as *const v128);
+                        for (r, acc) in acc.iter_mut().enumerate() {
+                            let s = f32x4_splat(*rows.add(r));
+                            acc[0] = madd(s, lo, acc[0]);
+                            acc[1] = madd(s, hi, acc[1]);
+                        }
+                    }
+                    FusedKerSpec::Store(tile) => {
+                        for (r, acc) in acc.iter().enumerate() {
+                            if tile.col_byte_stride == 4 {
+                                let p = at(&tile, r, 0) as *mut v128;
+                                v128_store(p, acc[0]);
+                                v128_store(p.add(1), acc[1]);
+                            } else {
+                                let mut row = [0f32; NR];
+                                let p = row.as_mut_ptr() as *mut v128;
+                                v128_store(p, acc[0]);
+                                v128_store(p.add(1), acc[1]);
+                                for (c, v) in row.iter().enumerate() {
+                                    *at(&tile, r, c) = *v;
+                                }
+                            }
+                        }
+                    }
+                    FusedKerSpec::AddMatMul { k, pa, pb, packing: _ } => {
+                        add_mat_mul(&mut acc, k, pa as *const v128, pb as *const v128)
+                    }
+                }
+            }
+        }
+        0
+    }
+}
+
+#[cfg(all(test, target_arch = "wasm32", target_feature = "simd128"))]
+mod tests {
+    use std::sync::atomic::Ordering;
+
+    use tract_onnx::prelude::*;
+    use tract_onnx::tract_core::ops::einsum::EinSum;
+
+    use super::wasm::TILES;
+
+    /// `A · B` through a tract plan (A constant, as convolution weights are), and the tiles
+    /// our kernel computed for it.
+    fn tract_matmul(a: &[f32], b: &[f32], (m, k, n): (usize, usize, usize)) -> (Vec<f32>, usize) {
+        let mut model = TypedModel::default();
+        let x = model.add_source("b", f32::fact([k, n])).unwrap();
+        let w = model.add_const("a", tensor1(a).into_shape(&[m, k]).unwrap()).unwrap();
+        let y = model.wire_node("mm", EinSum::new("mk,kn->mn".parse().unwrap(), f32::datum_type()), &[w, x]).unwrap();
+        model.select_output_outlets(&y).unwrap();
+        let plan = model.into_optimized().unwrap().into_runnable().unwrap();
+        let input = tensor1(b).into_shape(&[k, n]).unwrap();
+        let before = TILES.load(Ordering::Relaxed);
+        let out = plan.run(tvec!(input.into_tvalue())).unwrap();
+        let tiles = TILES.load(Ordering::Relaxed) - before;
+        (out[0].to_plain_array_view::<f32>().unwrap().as_slice().unwrap().to_vec(), tiles)
+    }
+
+    /// Products of yolov3-tiny's shapes (and ragged ones) computed by tract on our kernel
+    /// equal the plain triple loop; with `tract` selected, tract's own kernel computes them.
+    #[test]
+    fn tract_on_this_kernel_multiplies_like_the_reference() {
+        for &(m, k, n) in &[(4, 1, 8), (16, 27, 173), (255, 64, 169), (7, 300, 9), (32, 144, 1000), (1024, 4608, 13)] {
+            let a: Vec<f32> = (0..m * k).map(|i| ((i * 7919) % 97) as f32 / 97.0 - 0.5).collect();
+            let b: Vec<f32> = (0..k * n).map(|i| ((i * 104729) % 89) as f32 / 89.0 - 0.5).collect();
+            for kernel in ["4x8", "tract"] {
+                assert!(super::select(kernel));
+                let (out, tiles) = tract_matmul(&a, &b, (m, k, n));
+                if kernel == "tract" {
+                    assert_eq!(tiles, 0, "{m}x{k}x{n}: tract's own kernel was asked for");
+                } else {
+                    // tract may finish a ragged edge with another kernel; the bulk is ours.
+                    assert!(tiles >= m / 4 * (n / 8), "{m}x{k}x{n}: only {tiles} tiles on our kernel");
+                }
+                for i in 0..m {
+                    for j in 0..n {
+                        let want: f32 = (0..k).map(|l| a[i * k + l] * b[l * n + j]).sum();
+                        let got = out[i * n + j];
+                        assert!(
+                            (got - want).abs() <= 1e-4 * (1.0 + want.abs()),
+                            "{kernel} {m}x{k}x{n} [{i},{j}]: {got} vs {want}"
+                        );
+                    }
+                }
+            }
+            assert!(super::select("4x8"));
+        }
+        assert!(!super::select("8x8"));
+    }
+}
