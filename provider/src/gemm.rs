@@ -127,6 +127,13 @@ mod wasm {
         }
     }
 
+    /// Multiply every accumulator by `factor`.
+    #[inline(always)]
+    fn scale(acc: &mut [[v128; 2]; MR], factor: f32) {
+        let factor = f32x4_splat(factor);
+        each(acc, |a| f32x4_mul(factor, a));
+    }
+
     /// One element of a strided output tile.
     #[inline(always)]
     unsafe fn at(tile: &OutputStoreKer, r: usize, c: usize) -> *mut f32 {
@@ -136,7 +143,7 @@ mod wasm {
     /// One k step: `c[r] += a[r] * b` for the 4 rows, A's 4 values broadcast lane by lane
     /// from one load.
     #[inline(always)]
-    unsafe fn k_step(c: &mut [[v128; 2]; 4], pa: *const v128, pb: *const v128, i: usize) {
+    unsafe fn k_step(c: &mut [[v128; 2]; MR], pa: *const v128, pb: *const v128, i: usize) {
         // SAFETY: the caller keeps `i` below the panels' k.
         let (a, b0, b1) = unsafe { (v128_load(pa.add(i)), v128_load(pb.add(2 * i)), v128_load(pb.add(2 * i + 1))) };
         let s = i32x4_shuffle::<0, 0, 0, 0>(a, a);
@@ -179,8 +186,7 @@ mod wasm {
     /// Run one tile's fused program (see tract-linalg's `FusedKerSpec`); 0 when done.
     ///
     /// # Safety
-    /// The pointers in `program` must be what tract's mmm driver passes for an MR×8 f32
-    /// kernel.
+    /// The pointers in `program` must be what tract's mmm driver passes for a 4×8 f32 kernel.
     #[target_feature(enable = "relaxed-simd")]
     unsafe fn kernel_f32(program: &[FusedKerSpec<f32>]) -> isize {
         #[cfg(test)]
@@ -220,18 +226,12 @@ mod wasm {
                     FusedKerSpec::PerColMul(cols) => per_col(&mut acc, cols, |s, a| f32x4_mul(s, a)),
                     FusedKerSpec::PerColSub(cols) => per_col(&mut acc, cols, |s, a| f32x4_sub(s, a)),
                     FusedKerSpec::PerColSubF(cols) => per_col(&mut acc, cols, |s, a| f32x4_sub(a, s)),
+                    // The quantisation steps are plain scalings for f32 accumulators.
                     FusedKerSpec::QScale(shift, policy, mult) => {
-                        let scale = f32x4_splat(Scaler::from_fuse_params(shift, policy, mult).scale);
-                        each(&mut acc, |a| f32x4_mul(scale, a));
+                        scale(&mut acc, Scaler::from_fuse_params(shift, policy, mult).scale)
                     }
-                    FusedKerSpec::RoundingShiftRight(shift, _) => {
-                        let scale = f32x4_splat(2f32.powi(-(shift as i32)));
-                        each(&mut acc, |a| f32x4_mul(scale, a));
-                    }
-                    FusedKerSpec::ShiftLeft(shift) => {
-                        let scale = f32x4_splat(2f32.powi(shift as i32));
-                        each(&mut acc, |a| f32x4_mul(scale, a));
-                    }
+                    FusedKerSpec::RoundingShiftRight(shift, _) => scale(&mut acc, 2f32.powi(-(shift as i32))),
+                    FusedKerSpec::ShiftLeft(shift) => scale(&mut acc, 2f32.powi(shift as i32)),
                     FusedKerSpec::AddUnicast(tile) => {
                         for (r, acc) in acc.iter_mut().enumerate() {
                             let mut row = [0f32; NR];
