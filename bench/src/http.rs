@@ -74,6 +74,22 @@ pub fn sequential(t: &Target, warmup: usize, n: usize) -> anyhow::Result<Vec<Ans
     (0..n).map(|_| send(&agent, t)).collect()
 }
 
+/// `n` rounds of one request to each target in turn (after `warmup` unmeasured rounds): the
+/// answers per target, so that slow phases of a noisy machine hit every side alike.
+pub fn alternating(targets: &[&Target], warmup: usize, n: usize) -> anyhow::Result<Vec<Vec<Answer>>> {
+    let agent = agent();
+    let mut answers: Vec<Vec<Answer>> = targets.iter().map(|_| Vec::with_capacity(n)).collect();
+    for round in 0..warmup + n {
+        for (t, into) in targets.iter().zip(&mut answers) {
+            let answer = send(&agent, t)?;
+            if round >= warmup {
+                into.push(answer);
+            }
+        }
+    }
+    Ok(answers)
+}
+
 /// Requests per second with `clients` concurrent clients for `duration`, and the number
 /// of non-200 answers or transport errors.
 pub fn throughput(t: &Target, clients: usize, duration: Duration) -> (f64, usize) {

@@ -74,19 +74,15 @@ pub fn shared_ledger(cfg: &Settings) -> anyhow::Result<SharedLedger> {
     let computed_rps = measure(setups(&computed));
     let hits_rps = measure(setups(&hit));
 
-    let agent = http::agent();
     let (on_sqlite, on_pg) = (hit(&sqlite), hit(&pg_a));
-    let (mut a, mut b) = (Vec::new(), Vec::new());
-    for _ in 0..cfg.reps {
-        a.push(http::send(&agent, &on_sqlite)?);
-        b.push(http::send(&agent, &on_pg)?);
-    }
-    anyhow::ensure!(a.iter().chain(&b).all(|r| r.status == 200), "a cache hit failed");
+    let hits = http::alternating(&[&on_sqlite, &on_pg], 0, cfg.reps)?;
+    let (a, b) = (&hits[0], &hits[1]);
+    anyhow::ensure!(hits.iter().flatten().all(|r| r.status == 200), "a cache hit failed");
 
     // The ledger after all that still verifies, whichever host wrote each row.
     let (ok, out, err) = yolo_edge_tests::cli_env(&pg_a.data_dir, &env, &["ledger", "verify"]);
     anyhow::ensure!(ok, "the shared ledger does not verify after the benchmark: {out}{err}");
-    Ok(SharedLedger { computed: computed_rps, hits: hits_rps, failed, hit_latency: [ms(&a), ms(&b)] })
+    Ok(SharedLedger { computed: computed_rps, hits: hits_rps, failed, hit_latency: [ms(a), ms(b)] })
 }
 
 impl SharedLedger {

@@ -329,17 +329,15 @@ fn main() -> anyhow::Result<()> {
     for image in &IMAGES {
         let on = target(host.url("/detect"), Some(&host.key), image);
         let off = target(no_fuel.url("/detect"), Some(&no_fuel.key), image);
-        let (a, b) = (http::sequential(&on, 2, 0)?, http::sequential(&off, 2, 0)?);
-        drop((a, b));
-        let (mut on_ms, mut off_ms, mut on_guest, mut off_guest) = (vec![], vec![], vec![], vec![]);
-        for _ in 0..cfg.reps {
-            for (t, ms, guest) in [(&on, &mut on_ms, &mut on_guest), (&off, &mut off_ms, &mut off_guest)] {
-                let a = http::send(&agent, t)?;
-                ms.push(a.ms);
-                guest.push((a.number("x-wall-us").unwrap_or(0.0) - a.number("x-nn-us").unwrap_or(0.0)) / 1000.0);
-            }
-        }
-        metering.push((summarize(&on_ms), summarize(&off_ms), summarize(&on_guest), summarize(&off_guest)));
+        let answers = http::alternating(&[&on, &off], 2, cfg.reps)?;
+        let guest = |answers: &[http::Answer]| {
+            let ms: Vec<f64> = answers
+                .iter()
+                .map(|a| (a.number("x-wall-us").unwrap_or(0.0) - a.number("x-nn-us").unwrap_or(0.0)) / 1000.0)
+                .collect();
+            summarize(&ms)
+        };
+        metering.push((ms(&answers[0]), ms(&answers[1]), guest(&answers[0]), guest(&answers[1])));
     }
     drop(no_fuel);
 
@@ -441,21 +439,13 @@ fn main() -> anyhow::Result<()> {
     anyhow::ensure!(ok, "bake with tract's kernel: {err}");
     let tract_composed = compose(tract_baked.to_str().unwrap_or(""), "yolo-edge-bench-composed-tract-kernel.wasm")?;
     let tract_host = start_wasm(&tract_composed)?;
-    let agent = ureq::Agent::new_with_defaults();
     let ours_t = target(wasm_host.url("/detect"), Some(&wasm_host.key), &IMAGES[0]);
     let tract_t = target(tract_host.url("/detect"), Some(&tract_host.key), &IMAGES[0]);
-    let (mut kernel_ours, mut kernel_tract) = (Vec::new(), Vec::new());
-    for i in 0..cfg.reps.min(10) + 1 {
-        for (t, into) in [(&ours_t, &mut kernel_ours), (&tract_t, &mut kernel_tract)] {
-            let sent = Instant::now();
-            let answer = http::send(&agent, t)?;
-            anyhow::ensure!(answer.status == 200, "composed component (kernel comparison): {}", answer.body);
-            if i > 0 {
-                into.push(sent.elapsed().as_secs_f64() * 1000.0);
-            }
-        }
+    let kernels = http::alternating(&[&ours_t, &tract_t], 1, cfg.reps.min(10))?;
+    if let Some(bad) = kernels.iter().flatten().find(|a| a.status != 200) {
+        anyhow::bail!("composed component (kernel comparison): {}", bad.body);
     }
-    let (kernel_ours, kernel_tract) = (summarize(&kernel_ours), summarize(&kernel_tract));
+    let (kernel_ours, kernel_tract) = (ms(&kernels[0]), ms(&kernels[1]));
     drop(tract_host);
     drop(wasm_host);
     // A restart (compiled component cached): time to listen, then the first request alone.
