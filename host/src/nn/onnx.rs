@@ -91,6 +91,9 @@ fn execution_providers(target: ExecutionTarget) -> Result<Vec<ExecutionProviderD
     }
 }
 
+// wasi-nn tensor data is little-endian; the conversions below copy it as it is.
+const _: () = assert!(cfg!(target_endian = "little"), "the ONNX backend assumes a little-endian host");
+
 fn ort_error(context: &str, e: ort::Error) -> BackendError {
     BackendError::new(ErrorCode::RuntimeError, format!("ONNX Runtime {context}: {e}"))
 }
@@ -179,20 +182,20 @@ fn to_ort(tensor: Tensor) -> Result<SessionInputValue<'static>, BackendError> {
     tensor.validate()?;
     let shape: Vec<i64> = tensor.dims.iter().map(|&d| i64::from(d)).collect();
     let data = tensor.data;
-    /// The little-endian `N`-byte words of `data` as a tensor of `T` (the inverse of `pack`).
-    fn unpack<T: PrimitiveTensorElementType + Debug + Clone + 'static, const N: usize>(
+    /// `data` as a tensor of `T`: one copy (wasi-nn's little-endian bytes are this host's own).
+    fn unpack<T: PrimitiveTensorElementType + bytemuck::Pod + Debug + Clone + 'static>(
         shape: Vec<i64>,
         data: &[u8],
-        value: fn([u8; N]) -> T,
     ) -> Result<DynValue, ort::Error> {
-        let values: Vec<T> = data.chunks_exact(N).map(|c| value(c.try_into().unwrap_or([0; N]))).collect();
+        let mut values = vec![T::zeroed(); data.len() / size_of::<T>()];
+        bytemuck::cast_slice_mut::<T, u8>(&mut values).copy_from_slice(data);
         OrtTensor::from_array((shape, values)).map(Into::into)
     }
     let value = match tensor.ty {
-        TensorType::Fp32 => unpack(shape, &data, f32::from_le_bytes),
-        TensorType::Fp64 => unpack(shape, &data, f64::from_le_bytes),
-        TensorType::I32 => unpack(shape, &data, i32::from_le_bytes),
-        TensorType::I64 => unpack(shape, &data, i64::from_le_bytes),
+        TensorType::Fp32 => unpack::<f32>(shape, &data),
+        TensorType::Fp64 => unpack::<f64>(shape, &data),
+        TensorType::I32 => unpack::<i32>(shape, &data),
+        TensorType::I64 => unpack::<i64>(shape, &data),
         TensorType::U8 => OrtTensor::from_array((shape, data)).map(Into::into),
         other => {
             return Err(BackendError::new(
@@ -205,29 +208,27 @@ fn to_ort(tensor: Tensor) -> Result<SessionInputValue<'static>, BackendError> {
 }
 
 fn from_ort(name: &str, value: &DynValue) -> Result<Tensor, BackendError> {
-    fn pack<T: Copy, const N: usize>(
-        (shape, data): (&ort::tensor::Shape, &[T]),
-        bytes: fn(T) -> [u8; N],
-    ) -> (Vec<u32>, Vec<u8>) {
+    /// A tensor's values as wasi-nn's little-endian bytes: one copy (see [`to_ort`]).
+    fn pack<T: bytemuck::Pod>((shape, data): (&ort::tensor::Shape, &[T])) -> (Vec<u32>, Vec<u8>) {
         let dims = shape.iter().map(|&d| u32::try_from(d).unwrap_or(0)).collect();
-        (dims, data.iter().flat_map(|&v| bytes(v)).collect())
+        (dims, bytemuck::cast_slice(data).to_vec())
     }
     let err = |e| ort_error(&format!("could not read output {name:?}"), e);
     let (ty, (dims, data)) = match value.dtype() {
         ValueType::Tensor { ty: TensorElementType::Float32, .. } => {
-            (TensorType::Fp32, pack(value.try_extract_tensor::<f32>().map_err(err)?, f32::to_le_bytes))
+            (TensorType::Fp32, pack(value.try_extract_tensor::<f32>().map_err(err)?))
         }
         ValueType::Tensor { ty: TensorElementType::Float64, .. } => {
-            (TensorType::Fp64, pack(value.try_extract_tensor::<f64>().map_err(err)?, f64::to_le_bytes))
+            (TensorType::Fp64, pack(value.try_extract_tensor::<f64>().map_err(err)?))
         }
         ValueType::Tensor { ty: TensorElementType::Int32, .. } => {
-            (TensorType::I32, pack(value.try_extract_tensor::<i32>().map_err(err)?, i32::to_le_bytes))
+            (TensorType::I32, pack(value.try_extract_tensor::<i32>().map_err(err)?))
         }
         ValueType::Tensor { ty: TensorElementType::Int64, .. } => {
-            (TensorType::I64, pack(value.try_extract_tensor::<i64>().map_err(err)?, i64::to_le_bytes))
+            (TensorType::I64, pack(value.try_extract_tensor::<i64>().map_err(err)?))
         }
         ValueType::Tensor { ty: TensorElementType::Uint8, .. } => {
-            (TensorType::U8, pack(value.try_extract_tensor::<u8>().map_err(err)?, |v: u8| [v]))
+            (TensorType::U8, pack(value.try_extract_tensor::<u8>().map_err(err)?))
         }
         other => {
             return Err(BackendError::new(
