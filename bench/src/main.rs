@@ -183,8 +183,9 @@ fn interleaved(
     let path = photo(image.name);
     let mut l = Latencies { bare: vec![], bare_nn: vec![], answers: vec![], python: vec![] };
     // A pause after each side: onnxruntime's workers spin for a while after a run (Python's
-    // default session options), which would slow whichever side runs next.
-    let settle = || std::thread::sleep(Duration::from_millis(30));
+    // default session options: ~40 ms measured here with onnxruntime 1.32), which would slow
+    // whichever side runs next.
+    let settle = || std::thread::sleep(Duration::from_millis(60));
     for rep in 0..reps + 3 {
         let started = Instant::now();
         let run = bare.run(&bytes)?;
