@@ -17,7 +17,7 @@ use ort::execution_providers::ExecutionProviderDispatch;
 use ort::session::builder::GraphOptimizationLevel;
 use ort::session::{RunOptions, Session, SessionInputValue};
 use ort::tensor::{PrimitiveTensorElementType, TensorElementType};
-use ort::value::{DynValue, Tensor as OrtTensor, ValueType};
+use ort::value::{DynValue, Tensor as OrtTensor, TensorRef, ValueType};
 
 use super::backend::{Adaptive, BackendError, Cancel, Computed, Demand, Graph, Tensor, find_library};
 use super::{ErrorCode, ExecutionTarget, TensorType};
@@ -184,25 +184,32 @@ impl OnnxGraph {
     }
 }
 
-fn to_ort(tensor: Tensor) -> Result<SessionInputValue<'static>, BackendError> {
+/// `tensor` as an ONNX Runtime input: a view of its bytes, no copy (wasi-nn's little-endian
+/// bytes are this host's own, and the allocator aligns a tensor's buffer for any element
+/// type; a misaligned one is copied).
+fn to_ort(tensor: &Tensor) -> Result<SessionInputValue<'_>, BackendError> {
     tensor.validate()?;
     let shape: Vec<i64> = tensor.dims.iter().map(|&d| i64::from(d)).collect();
-    let data = tensor.data;
-    /// `data` as a tensor of `T`: one copy (wasi-nn's little-endian bytes are this host's own).
-    fn unpack<T: PrimitiveTensorElementType + bytemuck::Pod + Debug + Clone + 'static>(
+    fn view<T: PrimitiveTensorElementType + bytemuck::Pod + Debug + Clone + 'static>(
         shape: Vec<i64>,
         data: &[u8],
-    ) -> Result<DynValue, ort::Error> {
-        let mut values = vec![T::zeroed(); data.len() / size_of::<T>()];
-        bytemuck::cast_slice_mut::<T, u8>(&mut values).copy_from_slice(data);
-        OrtTensor::from_array((shape, values)).map(Into::into)
+    ) -> Result<SessionInputValue<'_>, ort::Error> {
+        match bytemuck::try_cast_slice::<u8, T>(data) {
+            Ok(values) => TensorRef::from_array_view((shape, values)).map(Into::into),
+            Err(_) => {
+                let mut values = vec![T::zeroed(); data.len() / size_of::<T>()];
+                bytemuck::cast_slice_mut::<T, u8>(&mut values).copy_from_slice(data);
+                OrtTensor::from_array((shape, values)).map(Into::into)
+            }
+        }
     }
+    let data = &tensor.data;
     let value = match tensor.ty {
-        TensorType::Fp32 => unpack::<f32>(shape, &data),
-        TensorType::Fp64 => unpack::<f64>(shape, &data),
-        TensorType::I32 => unpack::<i32>(shape, &data),
-        TensorType::I64 => unpack::<i64>(shape, &data),
-        TensorType::U8 => OrtTensor::from_array((shape, data)).map(Into::into),
+        TensorType::Fp32 => view::<f32>(shape, data),
+        TensorType::Fp64 => view::<f64>(shape, data),
+        TensorType::I32 => view::<i32>(shape, data),
+        TensorType::I64 => view::<i64>(shape, data),
+        TensorType::U8 => view::<u8>(shape, data),
         other => {
             return Err(BackendError::new(
                 ErrorCode::UnsupportedOperation,
@@ -210,7 +217,7 @@ fn to_ort(tensor: Tensor) -> Result<SessionInputValue<'static>, BackendError> {
             ));
         }
     };
-    value.map(SessionInputValue::from).map_err(|e| ort_error("rejected an input tensor", e))
+    value.map_err(|e| ort_error("rejected an input tensor", e))
 }
 
 fn from_ort(name: &str, value: &DynValue) -> Result<Tensor, BackendError> {
@@ -248,9 +255,9 @@ fn from_ort(name: &str, value: &DynValue) -> Result<Tensor, BackendError> {
 
 impl Graph for OnnxGraph {
     fn compute(&self, inputs: Vec<(String, Tensor)>, cancel: &Cancel) -> Result<Computed, BackendError> {
-        let mut named: Vec<(String, SessionInputValue<'static>)> = Vec::with_capacity(inputs.len());
-        for (name, tensor) in inputs {
-            let index = self.input_index(&name)?;
+        let mut named: Vec<(String, SessionInputValue<'_>)> = Vec::with_capacity(inputs.len());
+        for (name, tensor) in &inputs {
+            let index = self.input_index(name)?;
             named.push((self.inputs[index].clone(), to_ort(tensor)?));
         }
         if let Some(missing) = self.inputs.iter().find(|n| !named.iter().any(|(m, _)| m == *n)) {
