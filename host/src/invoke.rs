@@ -220,14 +220,20 @@ impl Invoker {
                 // Measure before the store goes, then let the channels close.
                 let finished = g.map(|(store, result)| {
                     let ended = self.ended(&store, started, result);
-                    drop(store);
+                    release(store);
                     ended
                 });
                 let r = response.await;
                 return Ok(self.finish(finished.map_err(|e| e.to_string()), r));
             }
         };
-        let finished = finished.map(|(store, result)| self.ended(&store, started, result)).map_err(|e| e.to_string());
+        let finished = finished
+            .map(|(store, result)| {
+                let ended = self.ended(&store, started, result);
+                release(store);
+                ended
+            })
+            .map_err(|e| e.to_string());
         Ok(self.finish(finished, response))
     }
 
@@ -281,4 +287,12 @@ impl Invoker {
         };
         Invocation { outcome, usage, detail }
     }
+}
+
+/// Drop a finished invocation's store on a blocking thread, off the response's path: giving
+/// its instance back to the pool resets the linear memory it dirtied (with
+/// `linear_memory_keep_resident`, a memset of the pages it wrote: 0.85–1 ms measured for a
+/// 1280×720 photograph, which the answer no longer waits for).
+fn release(store: Store<InvocationState>) {
+    drop(tokio::task::spawn_blocking(move || drop(store)));
 }

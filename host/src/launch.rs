@@ -244,8 +244,10 @@ pub async fn launch(
 
     let (limits, tenant_limits) = args.limits(&config);
     let max_memory_bytes = limits.max_memory_mib << 20;
-    // Slots for the billed invocations plus a few for /healthz probes.
-    let pool = limits.max_instances.saturating_add(4);
+    // Slots for the billed invocations, as many again for finished ones whose stores are
+    // still being released off the response path (`invoke::release`), and a few for /healthz
+    // probes.
+    let pool = limits.max_instances.saturating_mul(2).saturating_add(4);
     let engine = build_engine(&EngineOptions { max_instances: pool, max_memory_bytes, fuel: !args.no_fuel })?;
     let cache_dir = if args.no_cache { None } else { args.cache_dir.clone().or_else(default_cache_dir) };
     let linker = build_linker(&engine, plan.host_nn)?;
