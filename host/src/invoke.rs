@@ -289,10 +289,20 @@ impl Invoker {
     }
 }
 
-/// Drop a finished invocation's store on a blocking thread, off the response's path: giving
-/// its instance back to the pool resets the linear memory it dirtied (with
-/// `linear_memory_keep_resident`, a memset of the pages it wrote: 0.85–1 ms measured for a
-/// 1280×720 photograph, which the answer no longer waits for).
+/// A store whose largest linear memory stayed under this is released in the background.
+const RELEASE_IN_BACKGROUND_BYTES: usize = 32 << 20;
+
+/// Drop a finished invocation's store. Giving its instance back to the pool resets the linear
+/// memory it dirtied (with `linear_memory_keep_resident`, a memset of the pages it wrote):
+/// 0.85–1 ms for the function on a 1280×720 photograph, which the answer then need not wait
+/// for, so a small store goes on a blocking thread; it is back in the pool long before the
+/// client's next request instantiates. A big one (the Spin path's baked provider writes ~70 MB
+/// of its 127 MB) is dropped here: reset in the background, its slot would still be busy when
+/// the next request comes, which would then take a cold slot and fault its whole image in.
 fn release(store: Store<InvocationState>) {
-    drop(tokio::task::spawn_blocking(move || drop(store)));
+    if store.data().memory.peak() <= RELEASE_IN_BACKGROUND_BYTES {
+        drop(tokio::task::spawn_blocking(move || drop(store)));
+    } else {
+        drop(store);
+    }
 }
