@@ -117,11 +117,10 @@ impl OnnxGraph {
                 .and_then(|b| b.with_execution_providers(providers.clone()))
                 .and_then(|b| b.with_optimization_level(GraphOptimizationLevel::Level3))
                 .and_then(|b| b.with_intra_threads(threads.max(1)))
-                // A wide session's workers spin while a run lasts (waking them between the
-                // graph's parallel sections costs more than the whole run gains from them) and
-                // stop when it ends: by default they would spin ~40 ms more, taking a core from
-                // the guest work of the next requests (measured with onnxruntime 1.32 here:
-                // 29 ms a run spinning, 40 ms without; no CPU used after the run either way).
+                // A wide session's workers spin while a run lasts (woken from sleep for each
+                // of the graph's parallel sections instead, a run took 40 ms, not 29 ms, with
+                // onnxruntime 1.32 here) and park when it ends: by default they would spin
+                // ~40 ms more, taking a core from the guest work of the next requests.
                 .and_then(|b| if threads > 1 { b.with_config_entry(FORCE_SPINNING_STOP, "1") } else { Ok(b) })
                 .and_then(|b| b.with_inter_threads(1))
                 .and_then(|b| b.commit_from_memory(model))
@@ -190,26 +189,13 @@ impl OnnxGraph {
 fn to_ort(tensor: &Tensor) -> Result<SessionInputValue<'_>, BackendError> {
     tensor.validate()?;
     let shape: Vec<i64> = tensor.dims.iter().map(|&d| i64::from(d)).collect();
-    fn view<T: PrimitiveTensorElementType + bytemuck::Pod + Debug + Clone + 'static>(
-        shape: Vec<i64>,
-        data: &[u8],
-    ) -> Result<SessionInputValue<'_>, ort::Error> {
-        match bytemuck::try_cast_slice::<u8, T>(data) {
-            Ok(values) => TensorRef::from_array_view((shape, values)).map(Into::into),
-            Err(_) => {
-                let mut values = vec![T::zeroed(); data.len() / size_of::<T>()];
-                bytemuck::cast_slice_mut::<T, u8>(&mut values).copy_from_slice(data);
-                OrtTensor::from_array((shape, values)).map(Into::into)
-            }
-        }
-    }
     let data = &tensor.data;
     let value = match tensor.ty {
-        TensorType::Fp32 => view::<f32>(shape, data),
-        TensorType::Fp64 => view::<f64>(shape, data),
-        TensorType::I32 => view::<i32>(shape, data),
-        TensorType::I64 => view::<i64>(shape, data),
-        TensorType::U8 => view::<u8>(shape, data),
+        TensorType::Fp32 => input_view::<f32>(shape, data),
+        TensorType::Fp64 => input_view::<f64>(shape, data),
+        TensorType::I32 => input_view::<i32>(shape, data),
+        TensorType::I64 => input_view::<i64>(shape, data),
+        TensorType::U8 => input_view::<u8>(shape, data),
         other => {
             return Err(BackendError::new(
                 ErrorCode::UnsupportedOperation,
@@ -218,6 +204,21 @@ fn to_ort(tensor: &Tensor) -> Result<SessionInputValue<'_>, BackendError> {
         }
     };
     value.map_err(|e| ort_error("rejected an input tensor", e))
+}
+
+/// `data` as a tensor of `T`: borrowed when aligned for `T`, else copied.
+fn input_view<T: PrimitiveTensorElementType + bytemuck::Pod + Debug + Clone + 'static>(
+    shape: Vec<i64>,
+    data: &[u8],
+) -> Result<SessionInputValue<'_>, ort::Error> {
+    match bytemuck::try_cast_slice::<u8, T>(data) {
+        Ok(values) => TensorRef::from_array_view((shape, values)).map(Into::into),
+        Err(_) => {
+            let mut values = vec![T::zeroed(); data.len() / size_of::<T>()];
+            bytemuck::cast_slice_mut::<T, u8>(&mut values).copy_from_slice(data);
+            OrtTensor::from_array((shape, values)).map(Into::into)
+        }
+    }
 }
 
 fn from_ort(name: &str, value: &DynValue) -> Result<Tensor, BackendError> {
@@ -295,5 +296,41 @@ impl Graph for OnnxGraph {
             });
         drop(session);
         result
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn floats(value: &SessionInputValue<'_>) -> Vec<f32> {
+        let value: &DynValue = match value {
+            SessionInputValue::View(v) => v,
+            SessionInputValue::ViewMut(v) => v,
+            SessionInputValue::Owned(v) => v,
+        };
+        value.try_extract_tensor::<f32>().expect("an f32 tensor").1.to_vec()
+    }
+
+    /// An input is read in place when its bytes are aligned, copied when they are not, and
+    /// holds the same values either way.
+    #[test]
+    fn inputs_are_views_when_aligned_and_copies_when_not() {
+        init_runtime(None).expect("ONNX Runtime (`cargo xtask setup` lays it out)");
+        let want: Vec<f32> = (0..12).map(|i| i as f32 * 0.5 - 2.0).collect();
+        let aligned: Vec<u8> = want.iter().flat_map(|v| v.to_le_bytes()).collect();
+        // The same bytes one past an allocation's (at least 8-byte aligned) start.
+        let mut shifted = vec![0u8];
+        shifted.extend_from_slice(&aligned);
+        let misaligned = &shifted[1..];
+        assert_eq!(aligned.as_ptr().align_offset(4), 0);
+        assert_ne!(misaligned.as_ptr().align_offset(4), 0);
+
+        let view = input_view::<f32>(vec![3, 4], &aligned).unwrap();
+        assert!(matches!(view, SessionInputValue::View(_)), "an aligned buffer is borrowed");
+        assert_eq!(floats(&view), want);
+        let copy = input_view::<f32>(vec![3, 4], misaligned).unwrap();
+        assert!(matches!(copy, SessionInputValue::Owned(_)), "a misaligned one is copied");
+        assert_eq!(floats(&copy), want);
     }
 }
