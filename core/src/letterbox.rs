@@ -289,7 +289,9 @@ mod tests {
         for (w, h, dw, dh) in
             [(37, 23, 50, 50), (23, 37, 40, 30), (5, 3, 9, 9), (1, 1, 4, 4), (64, 48, 63, 63), (640, 427, 416, 416)]
         {
-            let img = RgbImage::from_fn(w, h, |x, y| Rgb([(x * 5 + y) as u8, (x * y) as u8, (255 - x - y) as u8]));
+            let img = RgbImage::from_fn(w, h, |x, y| {
+                Rgb([(x * 5 + y) as u8, (x * y) as u8, (255u32.wrapping_sub(x + y)) as u8])
+            });
             let (floats, a) = letterbox(&img, dw, dh, [114, 0, 255]);
             let (bytes, b) = letterbox_le_bytes(&img, dw, dh, [114, 0, 255]);
             assert_eq!(a, b);
