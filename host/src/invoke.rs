@@ -218,27 +218,20 @@ impl Invoker {
             r = &mut response => (guest.await, r),
             g = &mut guest => {
                 // Measure before the store goes, then let the channels close.
-                let finished = g.map(|(store, result)| {
-                    let ended = self.ended(&store, started, result);
-                    release(store);
-                    ended
-                });
+                let finished = g.map(|(store, result)| self.ended(store, started, result));
                 let r = response.await;
                 return Ok(self.finish(finished.map_err(|e| e.to_string()), r));
             }
         };
-        let finished = finished
-            .map(|(store, result)| {
-                let ended = self.ended(&store, started, result);
-                release(store);
-                ended
-            })
-            .map_err(|e| e.to_string());
+        let finished = finished.map(|(store, result)| self.ended(store, started, result)).map_err(|e| e.to_string());
         Ok(self.finish(finished, response))
     }
 
-    fn ended(&self, store: &Store<InvocationState>, started: Instant, result: wasmtime::Result<()>) -> Ended {
-        Ended { usage: self.usage(store, started), result, memory: store.data().memory.clone() }
+    /// Measure a finished invocation, then let its store go ([`release`]).
+    fn ended(&self, store: Store<InvocationState>, started: Instant, result: wasmtime::Result<()>) -> Ended {
+        let ended = Ended { usage: self.usage(&store, started), result, memory: store.data().memory.clone() };
+        release(store);
+        ended
     }
 
     fn usage(&self, store: &Store<InvocationState>, started: Instant) -> Usage {
