@@ -35,6 +35,10 @@ pub const BAKE_MODEL_VAR: &str = "YOLO_EDGE_BAKE_MODEL";
 /// (`4x8`, the provider's default, or `tract` for tract's own; a diagnostic).
 pub const NN_KERNEL_VAR: &str = "YOLO_EDGE_NN_KERNEL";
 
+/// Passed through to `wizer-initialize` when set: how the baked plan computes 3×3
+/// convolutions (`winograd`, the provider's default, or `im2col` for tract's own; a diagnostic).
+pub const NN_CONV_VAR: &str = "YOLO_EDGE_NN_CONV";
+
 /// The unbaked provider, as `cargo build --profile wasm` writes it.
 pub const DEFAULT_PROVIDER: &str = "target/wasm32-wasip2/wasm/yolo_edge_nn_provider.wasm";
 
@@ -70,11 +74,16 @@ pub async fn bake(provider: &[u8], models_dir: &Path, model: &str) -> anyhow::Re
     wasi.preopened_dir(models_dir, GUEST_MODELS_DIR, FsPerms::ReadOnly)
         .map_err(|e| anyhow::Error::from(e).context(format!("cannot open {}", models_dir.display())))?;
     wasi.env(BAKE_MODEL_VAR, model);
-    if let Ok(kernel) = std::env::var(NN_KERNEL_VAR) {
-        wasi.env(NN_KERNEL_VAR, kernel);
+    for var in [NN_KERNEL_VAR, NN_CONV_VAR] {
+        if let Ok(value) = std::env::var(var) {
+            wasi.env(var, value);
+        }
     }
     let wasi = wasi.inherit_stderr().build();
     let mut store = Store::new(&engine, BakeState { wasi, table: ResourceTable::new() });
+    // Wizer reads the whole linear memory back as one `list<u8>`: more than Wasmtime's default
+    // 128 MiB per host call once the baked model is bigger (Winograd-transformed weights).
+    store.set_hostcall_fuel(usize::MAX);
     let mut linker = Linker::new(&engine);
     wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
 
