@@ -20,6 +20,8 @@
 //! Off wasm32 nothing is registered and tract keeps its own kernels.
 
 #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+pub(crate) use wasm::add_mat_mul;
+#[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
 pub use wasm::select;
 
 #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
@@ -141,11 +143,12 @@ mod wasm {
     }
 
     /// One k step: `c[r] += a[r] * b` for the 4 rows, A's 4 values broadcast lane by lane
-    /// from one load.
+    /// from one load; B's row `i` starts `stride` vectors after row `i - 1`.
     #[inline(always)]
-    unsafe fn k_step(c: &mut [[v128; 2]; MR], pa: *const v128, pb: *const v128, i: usize) {
+    unsafe fn k_step(c: &mut [[v128; 2]; MR], pa: *const v128, pb: *const v128, stride: usize, i: usize) {
         // SAFETY: the caller keeps `i` below the panels' k.
-        let (a, b0, b1) = unsafe { (v128_load(pa.add(i)), v128_load(pb.add(2 * i)), v128_load(pb.add(2 * i + 1))) };
+        let (a, b0, b1) =
+            unsafe { (v128_load(pa.add(i)), v128_load(pb.add(stride * i)), v128_load(pb.add(stride * i + 1))) };
         let s = i32x4_shuffle::<0, 0, 0, 0>(a, a);
         c[0] = [unsafe { madd(s, b0, c[0][0]) }, unsafe { madd(s, b1, c[0][1]) }];
         let s = i32x4_shuffle::<1, 1, 1, 1>(a, a);
@@ -156,28 +159,37 @@ mod wasm {
         c[3] = [unsafe { madd(s, b0, c[3][0]) }, unsafe { madd(s, b1, c[3][1]) }];
     }
 
-    /// `acc += A · B` over `k` steps of packed panels: A `[k][4]`, B `[k][8]`.
+    /// `acc += A · B` over `k` steps: A packed `[k][4]`, B `k` rows of 8 values, `b_stride`
+    /// vectors apart (2 for a packed `[k][8]` panel; the Winograd GEMMs read B in place).
     ///
     /// Four k steps per loop iteration: Wasmtime puts an interruption check (epoch or fuel),
     /// with a call on its slow path, at every loop header, and Cranelift then keeps the
     /// accumulators in stack slots across the back edge; unrolled, that reload and spill is
-    /// paid once per 32 FMAs instead of once per 8.
+    /// paid once per 32 FMAs instead of once per 8. Measured with fuel on (best of 30 rounds,
+    /// L1-resident operands): 1, 2, 4 and 8 k steps per iteration ran at 15, 17, 20 and 18
+    /// GFLOPS (LLVM groups an unrolled body by accumulator, and more unrolling spills more).
     #[inline(always)]
-    unsafe fn add_mat_mul(acc: &mut [[v128; 2]; MR], k: usize, pa: *const v128, pb: *const v128) {
+    pub(crate) unsafe fn add_mat_mul(
+        acc: &mut [[v128; 2]; MR],
+        k: usize,
+        pa: *const v128,
+        pb: *const v128,
+        b_stride: usize,
+    ) {
         let mut c = *acc;
         let mut i = 0;
         // SAFETY (both loops): `i` stays below `k`, the panels' depth.
         while i + 4 <= k {
             unsafe {
-                k_step(&mut c, pa, pb, i);
-                k_step(&mut c, pa, pb, i + 1);
-                k_step(&mut c, pa, pb, i + 2);
-                k_step(&mut c, pa, pb, i + 3);
+                k_step(&mut c, pa, pb, b_stride, i);
+                k_step(&mut c, pa, pb, b_stride, i + 1);
+                k_step(&mut c, pa, pb, b_stride, i + 2);
+                k_step(&mut c, pa, pb, b_stride, i + 3);
             }
             i += 4;
         }
         while i < k {
-            unsafe { k_step(&mut c, pa, pb, i) };
+            unsafe { k_step(&mut c, pa, pb, b_stride, i) };
             i += 1;
         }
         *acc = c;
@@ -270,7 +282,7 @@ mod wasm {
                         }
                     }
                     FusedKerSpec::AddMatMul { k, pa, pb, packing: _ } => {
-                        add_mat_mul(&mut acc, k, pa as *const v128, pb as *const v128)
+                        add_mat_mul(&mut acc, k, pa as *const v128, pb as *const v128, 2)
                     }
                 }
             }

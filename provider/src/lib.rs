@@ -23,7 +23,7 @@ use std::sync::{Arc, OnceLock};
 
 use tract_onnx::prelude::{
     DatumType, Framework, InferenceModel, InferenceModelExt, IntoRunnable, IntoTValue, TVec, Tensor as TractTensor,
-    TypedRunnableModel, tvec,
+    TypedModel, TypedRunnableModel, tvec,
 };
 
 /// Bindings generated from `wit/` (documented by the wasi-nn specification).
@@ -40,6 +40,8 @@ use bindings::exports;
 
 mod gemm;
 mod pool;
+#[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+mod winograd;
 
 use exports::wasi::nn::errors::{self as errors_api, ErrorCode};
 use exports::wasi::nn::graph::{self as graph_api, ExecutionTarget, GraphEncoding};
@@ -56,6 +58,11 @@ const BAKE_MODEL_VAR: &str = "YOLO_EDGE_BAKE_MODEL";
 /// default) or `tract` (tract's own); a diagnostic, to compare both in one build.
 #[cfg_attr(not(all(target_arch = "wasm32", target_feature = "simd128")), allow(dead_code))]
 const KERNEL_VAR: &str = "YOLO_EDGE_NN_KERNEL";
+
+/// At bake time, how the baked plan computes 3×3 convolutions: `winograd` (the default,
+/// [`winograd`]) or `im2col` (tract's own lowering); a diagnostic, like [`KERNEL_VAR`].
+#[cfg_attr(not(all(target_arch = "wasm32", target_feature = "simd128")), allow(dead_code))]
+const CONV_VAR: &str = "YOLO_EDGE_NN_CONV";
 
 /// The model baked into this instance's initial memory by `wizer-initialize`, if any.
 static BAKED: OnceLock<(String, Arc<Model>)> = OnceLock::new();
@@ -204,7 +211,15 @@ fn prepare(model: InferenceModel) -> Result<Model, Failure> {
         .map(|o| model.outlet_label(*o).map_or_else(|| model.node(o.node).name.clone(), str::to_owned))
         .collect();
     let plan = model
-        .into_optimized()
+        .into_typed()
+        .and_then(TypedModel::into_decluttered)
+        .and_then(|mut m| {
+            #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+            if winograd::ENABLED.load(Ordering::Relaxed) {
+                winograd::winograd_convs(&mut m)?;
+            }
+            m.into_optimized()
+        })
         .and_then(|mut m| {
             pool::fast_pools(&mut m)?;
             m.into_runnable()
@@ -422,6 +437,10 @@ impl bindings::Guest for Provider {
         #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
         if let Some(kernel) = var(KERNEL_VAR) {
             assert!(gemm::select(&kernel), "wizer-initialize: {KERNEL_VAR}={kernel:?} is not 4x8 or tract");
+        }
+        #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+        if let Some(conv) = var(CONV_VAR) {
+            assert!(winograd::select(&conv), "wizer-initialize: {CONV_VAR}={conv:?} is not winograd or im2col");
         }
         assert!(valid_name(&name), "wizer-initialize: {name:?} is not a model name");
         FILL_ON_FREE.store(true, Ordering::Relaxed);

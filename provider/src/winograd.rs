@@ -1,0 +1,590 @@
+//! Winograd F(4×4, 3×3) convolutions for the plan (wasm32 with SIMD128 only).
+//!
+//! Why: 96 % of yolov3-tiny's 5.56 GFLOP are 3×3, stride-1 convolutions, and in Wasm the
+//! provider's time is the multiply-adds of their GEMMs (one core, 128-bit vectors, ~22 GFLOPS
+//! sustained). Winograd's minimal filtering computes a 4×4 output tile of a 3×3 convolution from
+//! a 6×6 input tile with 36 multiplications per input channel instead of 144: the
+//! convolution becomes 36 independent GEMMs (`[cout × cin] · [cin × tiles]`, one per point of
+//! the transformed tile) between a transform of the input and one of the output. On yolov3-tiny
+//! at 416×416 that is ~1.7 GFLOP of GEMM instead of ~5.2 (3.1× fewer; less than 4× because 13×13
+//! maps pad to 16×16), plus the transforms (~15-20 % of the op's time, measured).
+//!
+//! [`winograd_convs`] rewrites a decluttered model: every f32 `Conv` with a 3×3 kernel, stride
+//! and dilation 1, one group, padding 1 on every side, at least [`MIN_CHANNELS`] input channels
+//! and a multiple of 4 output channels, and constant weights and bias, becomes a [`Winograd3x3`]
+//! node (its weights transformed once, at load or bake time). A `LeakyRelu` that is the
+//! convolution's only consumer is folded into it, as tract folds it into its GEMM.
+//!
+//! Arithmetic: the transforms are the usual ones of Lavin & Gray ("Fast Algorithms for
+//! Convolutional Neural Networks", 2015) for the points 0, ±1, ±2, ∞. Results differ from a
+//! direct convolution by rounding only (the unit tests bound the difference against a direct
+//! convolution in f64; the end-to-end tests keep their detection tolerances).
+//!
+//! The first layer (3 input channels) stays with tract: Winograd there was measured no faster
+//! end to end (407.6 vs 405.9 ms p50 per request, alternated), its output transform costing what
+//! the GEMM saves.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use core::arch::wasm32::*;
+use tract_onnx::tract_core::internal::*;
+use tract_onnx::tract_core::ops::cnn::conv::KernelFormat;
+use tract_onnx::tract_core::ops::cnn::{Conv, PaddingSpec};
+use tract_onnx::tract_core::ops::element_wise::ElementWiseOp;
+use tract_onnx::tract_core::ops::nn::{DataFormat, LeakyRelu};
+
+use crate::gemm;
+
+/// Convolutions with fewer input channels stay with tract (im2col): their GEMMs are too thin
+/// for the transforms to pay (yolov3-tiny's first layer has 3).
+pub const MIN_CHANNELS: usize = 8;
+
+/// Whether models prepared from now on get [`winograd_convs`] (else tract's im2col lowering).
+pub static ENABLED: AtomicBool = AtomicBool::new(true);
+
+/// Choose how the plans prepared from now on compute 3×3 convolutions: `"winograd"` (the
+/// default) or `"im2col"` (tract's own); false for an unknown name.
+pub fn select(name: &str) -> bool {
+    let on = match name {
+        "winograd" => true,
+        "im2col" => false,
+        _ => return false,
+    };
+    ENABLED.store(on, Ordering::Relaxed);
+    true
+}
+
+/// Points of the transformed tile (6 × 6).
+const POINTS: usize = 36;
+
+/// A 3×3, stride-1 convolution with padding 1 computed as Winograd F(4×4, 3×3), input `[N, C,
+/// H, W]` (or `[C, H, W]`), f32; bias added and an optional leaky ReLU applied to the output.
+#[derive(Debug, Clone)]
+pub struct Winograd3x3 {
+    cin: usize,
+    cout: usize,
+    /// Transformed weights `G g Gᵀ`, laid out `[point][cout / 4][cin][4]`: for each point, the
+    /// GEMM's A operand packed in panels of 4 rows (what [`gemm::add_mat_mul`] reads).
+    u: Arc<Vec<f32>>,
+    /// One value per output channel.
+    bias: Arc<Vec<f32>>,
+    /// The leaky ReLU folded in, if any.
+    alpha: Option<f32>,
+}
+
+impl PartialEq for Winograd3x3 {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.u, &other.u) && Arc::ptr_eq(&self.bias, &other.bias) && self.alpha == other.alpha
+    }
+}
+
+impl Eq for Winograd3x3 {}
+
+impl Winograd3x3 {
+    /// Transform `kernel` (`[cout][cin][3][3]`, row-major) for the given bias (`[cout]`).
+    pub fn new(cin: usize, cout: usize, kernel: &[f32], bias: Vec<f32>, alpha: Option<f32>) -> TractResult<Self> {
+        ensure!(cout.is_multiple_of(4), "Winograd3x3 needs a multiple of 4 output channels, got {cout}");
+        ensure!(kernel.len() == cout * cin * 9, "Winograd3x3: {} kernel values for {cout}×{cin}×3×3", kernel.len());
+        ensure!(bias.len() == cout, "Winograd3x3: {} bias values for {cout} channels", bias.len());
+        // G (6×3): the filter transform, in f64 so that U has one rounding.
+        const G: [[f64; 3]; 6] = [
+            [1.0 / 4.0, 0.0, 0.0],
+            [-1.0 / 6.0, -1.0 / 6.0, -1.0 / 6.0],
+            [-1.0 / 6.0, 1.0 / 6.0, -1.0 / 6.0],
+            [1.0 / 24.0, 1.0 / 12.0, 1.0 / 6.0],
+            [1.0 / 24.0, -1.0 / 12.0, 1.0 / 6.0],
+            [0.0, 0.0, 1.0],
+        ];
+        let mut u = vec![0f32; POINTS * cout * cin];
+        for o in 0..cout {
+            for i in 0..cin {
+                let g = &kernel[(o * cin + i) * 9..][..9];
+                // G g (6×3), then (G g) Gᵀ (6×6).
+                let mut gg = [[0f64; 3]; 6];
+                for (r, row) in gg.iter_mut().enumerate() {
+                    for (c, v) in row.iter_mut().enumerate() {
+                        *v = (0..3).map(|k| G[r][k] * f64::from(g[k * 3 + c])).sum();
+                    }
+                }
+                for r in 0..6 {
+                    for c in 0..6 {
+                        let v: f64 = (0..3).map(|k| gg[r][k] * G[c][k]).sum();
+                        u[((r * 6 + c) * (cout / 4) + o / 4) * cin * 4 + i * 4 + o % 4] = v as f32;
+                    }
+                }
+            }
+        }
+        Ok(Winograd3x3 { cin, cout, u: Arc::new(u), bias: Arc::new(bias), alpha })
+    }
+
+    /// Convolve one image, `input` `[cin][h][w]`, into `output` `[cout][h][w]`.
+    fn run(&self, input: &[f32], h: usize, w: usize, output: &mut [f32]) {
+        let (tiles_y, tiles_x) = (h.div_ceil(4), w.div_ceil(4));
+        let tiles = tiles_y * tiles_x;
+        // GEMM columns come in blocks of 8; the transformed input's rows are that long.
+        let cols = tiles.next_multiple_of(8);
+        let mut v = vec![0f32; POINTS * self.cin * cols];
+        input_transform(input, self.cin, h, w, cols, &mut v);
+        // 4 spare values: the output transform reads whole groups of 4 tiles.
+        let mut m = vec![0f32; POINTS * self.cout * cols + 4];
+        // SAFETY: the buffers have the sizes `multiply` reads and writes; relaxed SIMD is part
+        // of Wasmtime's default wasm features (the provider's GEMM kernel needs it too).
+        unsafe { multiply(&self.u, &v, &mut m, self.cin, self.cout, cols) };
+        output_transform(&m, &self.bias, self.alpha, self.cout, h, w, cols, output);
+    }
+}
+
+impl Op for Winograd3x3 {
+    fn name(&self) -> StaticName {
+        "Winograd3x3".into()
+    }
+
+    fn info(&self) -> TractResult<Vec<String>> {
+        Ok(vec![format!("{}→{} channels, leaky ReLU {:?}", self.cin, self.cout, self.alpha)])
+    }
+
+    op_as_typed_op!();
+}
+
+impl EvalOp for Winograd3x3 {
+    op_out_of_plan!();
+
+    fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
+        let input = args_1!(inputs);
+        let shape: TVec<usize> = input.shape().into();
+        let rank = shape.len();
+        ensure!(rank >= 3 && shape[rank - 3] == self.cin, "Winograd3x3: input {shape:?} for {} channels", self.cin);
+        let (h, w) = (shape[rank - 2], shape[rank - 1]);
+        let input = input.to_plain_array_view::<f32>()?;
+        let input = input.as_slice().context("Winograd3x3 needs a contiguous input")?;
+        let mut out_shape = shape.clone();
+        out_shape[rank - 3] = self.cout;
+        let mut output = Tensor::zero::<f32>(&out_shape)?;
+        {
+            let mut plain = output.try_as_plain_ram_mut()?;
+            let out = plain.as_slice_mut::<f32>()?;
+            for (image, out) in input.chunks_exact(self.cin * h * w).zip(out.chunks_exact_mut(self.cout * h * w)) {
+                self.run(image, h, w, out);
+            }
+        }
+        Ok(tvec!(output.into_tvalue()))
+    }
+}
+
+impl TypedOp for Winograd3x3 {
+    fn output_facts(&self, inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
+        let mut shape = inputs[0].shape.to_tvec();
+        let rank = shape.len();
+        shape[rank - 3] = self.cout.to_dim();
+        Ok(tvec!(f32::fact(shape)))
+    }
+
+    as_op!();
+}
+
+/// `Bᵀ d` for one column of a 6×6 tile (`d[k]`: the k-th row's values), the input transform's
+/// rows.
+#[inline(always)]
+fn bt(d: [v128; 6]) -> [v128; 6] {
+    let (two, four, five) = (f32x4_splat(2.0), f32x4_splat(4.0), f32x4_splat(5.0));
+    let [d0, d1, d2, d3, d4, d5] = d;
+    let (a, b) = (f32x4_sub(d4, f32x4_mul(four, d2)), f32x4_sub(d3, f32x4_mul(four, d1)));
+    let (c, e) = (f32x4_sub(d4, d2), f32x4_mul(two, f32x4_sub(d3, d1)));
+    [
+        f32x4_add(f32x4_mul(four, d0), f32x4_sub(d4, f32x4_mul(five, d2))),
+        f32x4_add(a, b),
+        f32x4_sub(a, b),
+        f32x4_add(c, e),
+        f32x4_sub(c, e),
+        f32x4_add(f32x4_mul(four, d1), f32x4_sub(d5, f32x4_mul(five, d3))),
+    ]
+}
+
+/// `Aᵀ m` for one column of a transformed 6×6 tile: the 4 rows of the output tile.
+#[inline(always)]
+fn at(m: [v128; 6]) -> [v128; 4] {
+    let [m0, m1, m2, m3, m4, m5] = m;
+    let (p, q) = (f32x4_add(m1, m2), f32x4_sub(m1, m2));
+    let (r, s) = (f32x4_add(m3, m4), f32x4_sub(m3, m4));
+    [
+        f32x4_add(f32x4_add(m0, p), r),
+        f32x4_add(q, f32x4_mul(f32x4_splat(2.0), s)),
+        f32x4_add(p, f32x4_mul(f32x4_splat(4.0), r)),
+        f32x4_add(f32x4_add(q, f32x4_mul(f32x4_splat(8.0), s)), m5),
+    ]
+}
+
+#[inline(always)]
+fn load(s: &[f32]) -> v128 {
+    let s = &s[..4];
+    // SAFETY: `s` has 4 values; wasm loads need no alignment.
+    unsafe { v128_load(s.as_ptr() as *const v128) }
+}
+
+#[inline(always)]
+fn store(d: &mut [f32], v: v128) {
+    let d = &mut d[..4];
+    // SAFETY: `d` has room for 4 values; wasm stores need no alignment.
+    unsafe { v128_store(d.as_mut_ptr() as *mut v128, v) }
+}
+
+/// Store the first `n` (≤ 4) lanes of `v`.
+#[inline(always)]
+fn store_first(d: &mut [f32], v: v128, n: usize) {
+    if n >= 4 {
+        store(d, v);
+    } else {
+        let lanes = [f32x4_extract_lane::<0>(v), f32x4_extract_lane::<1>(v), f32x4_extract_lane::<2>(v)];
+        d[..n].copy_from_slice(&lanes[..n]);
+    }
+}
+
+/// The columns of four 4-wide groups laid side by side (`a`..`e`: 20 consecutive values of a
+/// row): `[k-th value of each group]` for k in 0..6, i.e. each tile's 6 columns.
+#[inline(always)]
+fn gather6(a: v128, b: v128, c: v128, d: v128, e: v128) -> [v128; 6] {
+    let (ab_lo, cd_lo) = (i32x4_shuffle::<0, 4, 1, 5>(a, b), i32x4_shuffle::<0, 4, 1, 5>(c, d));
+    let (ab_hi, cd_hi) = (i32x4_shuffle::<2, 6, 3, 7>(a, b), i32x4_shuffle::<2, 6, 3, 7>(c, d));
+    let (bc_lo, de_lo) = (i32x4_shuffle::<0, 4, 1, 5>(b, c), i32x4_shuffle::<0, 4, 1, 5>(d, e));
+    [
+        i32x4_shuffle::<0, 1, 4, 5>(ab_lo, cd_lo),
+        i32x4_shuffle::<2, 3, 6, 7>(ab_lo, cd_lo),
+        i32x4_shuffle::<0, 1, 4, 5>(ab_hi, cd_hi),
+        i32x4_shuffle::<2, 3, 6, 7>(ab_hi, cd_hi),
+        i32x4_shuffle::<0, 1, 4, 5>(bc_lo, de_lo),
+        i32x4_shuffle::<2, 3, 6, 7>(bc_lo, de_lo),
+    ]
+}
+
+/// The 4×4 transpose: `[v0[l], v1[l], v2[l], v3[l]]` for each lane `l`.
+#[inline(always)]
+fn transpose(v: [v128; 4]) -> [v128; 4] {
+    let (lo01, lo23) = (i32x4_shuffle::<0, 4, 1, 5>(v[0], v[1]), i32x4_shuffle::<0, 4, 1, 5>(v[2], v[3]));
+    let (hi01, hi23) = (i32x4_shuffle::<2, 6, 3, 7>(v[0], v[1]), i32x4_shuffle::<2, 6, 3, 7>(v[2], v[3]));
+    [
+        i32x4_shuffle::<0, 1, 4, 5>(lo01, lo23),
+        i32x4_shuffle::<2, 3, 6, 7>(lo01, lo23),
+        i32x4_shuffle::<0, 1, 4, 5>(hi01, hi23),
+        i32x4_shuffle::<2, 3, 6, 7>(hi01, hi23),
+    ]
+}
+
+/// `V = Bᵀ d B` for every 6×6 tile (stride 4, padding 1) of every channel of `input`
+/// (`[cin][h][w]`), into `v` laid out `[point][cin][cols]` (tile `t` = `ty * tiles_x + tx` in
+/// column `t`): for each point, the GEMM's B operand, row-major.
+fn input_transform(input: &[f32], cin: usize, h: usize, w: usize, cols: usize, v: &mut [f32]) {
+    let (tiles_y, tiles_x) = (h.div_ceil(4), w.div_ceil(4));
+    // The channel with its zero border, wide enough for whole groups of 4 tiles (+ 4 values the
+    // last group's 6th column reads), and the 6 rows of one tile row after `Bᵀ`.
+    let pw = 4 * tiles_x.next_multiple_of(4) + 4;
+    let ph = 4 * tiles_y + 2;
+    let mut padded = vec![0f32; pw * ph];
+    let mut rows = vec![0f32; 6 * pw];
+    let plane = cin * cols;
+    for c in 0..cin {
+        for (y, row) in input[c * h * w..][..h * w].chunks_exact(w).enumerate() {
+            padded[(y + 1) * pw + 1..][..w].copy_from_slice(row);
+        }
+        for ty in 0..tiles_y {
+            // Bᵀ over the tile row's 6 input rows, 4 columns at a time.
+            for x in (0..pw).step_by(4) {
+                let d: [v128; 6] = core::array::from_fn(|k| load(&padded[(4 * ty + k) * pw + x..]));
+                for (i, r) in bt(d).into_iter().enumerate() {
+                    store(&mut rows[i * pw + x..], r);
+                }
+            }
+            // Then B over each tile's 6 columns, for 4 tiles at a time.
+            for tx in (0..tiles_x).step_by(4) {
+                let n = (tiles_x - tx).min(4);
+                let col = ty * tiles_x + tx;
+                for i in 0..6 {
+                    let r = &rows[i * pw + 4 * tx..];
+                    let columns = gather6(load(r), load(&r[4..]), load(&r[8..]), load(&r[12..]), load(&r[16..]));
+                    for (j, value) in bt(columns).into_iter().enumerate() {
+                        store_first(&mut v[(i * 6 + j) * plane + c * cols + col..], value, n);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// `M[point] = U[point] · V[point]` for the 36 points: `u` `[point][cout / 4][cin][4]`, `v`
+/// `[point][cin][cols]`, `m` `[point][cout][cols]`.
+///
+/// # Safety
+/// The slices hold at least those sizes; the CPU runs relaxed SIMD (Wasmtime's default).
+#[target_feature(enable = "relaxed-simd")]
+unsafe fn multiply(u: &[f32], v: &[f32], m: &mut [f32], cin: usize, cout: usize, cols: usize) {
+    assert!(u.len() >= POINTS * cout * cin && v.len() >= POINTS * cin * cols && m.len() >= POINTS * cout * cols);
+    assert!(cout.is_multiple_of(4) && cols.is_multiple_of(8));
+    let zero = f32x4_splat(0.0);
+    for p in 0..POINTS {
+        let (u, v, m) = (&u[p * cout * cin..], &v[p * cin * cols..], &mut m[p * cout * cols..]);
+        for panel in 0..cout / 4 {
+            let a = u[panel * cin * 4..].as_ptr() as *const v128;
+            for col in (0..cols).step_by(8) {
+                let mut acc = [[zero; 2]; 4];
+                // SAFETY: A is `cin` packed groups of 4; B is `cin` rows of `cols` values, and
+                // `col + 8 <= cols`.
+                unsafe { gemm::add_mat_mul(&mut acc, cin, a, v[col..].as_ptr() as *const v128, cols / 4) };
+                for (r, [lo, hi]) in acc.into_iter().enumerate() {
+                    let out = &mut m[(panel * 4 + r) * cols + col..];
+                    store(out, lo);
+                    store(&mut out[4..], hi);
+                }
+            }
+        }
+    }
+}
+
+/// `Y = Aᵀ M A` (+ bias, leaky ReLU) for every tile, from `m` (`[point][cout][cols]`) into
+/// `output` (`[cout][h][w]`), cropping the tiles at the right and bottom edges.
+#[allow(clippy::too_many_arguments)]
+fn output_transform(
+    m: &[f32],
+    bias: &[f32],
+    alpha: Option<f32>,
+    cout: usize,
+    h: usize,
+    w: usize,
+    cols: usize,
+    output: &mut [f32],
+) {
+    let (tiles_y, tiles_x) = (h.div_ceil(4), w.div_ceil(4));
+    let plane = cout * cols;
+    let zero = f32x4_splat(0.0);
+    for o in 0..cout {
+        let b = f32x4_splat(bias[o]);
+        let out = &mut output[o * h * w..][..h * w];
+        for ty in 0..tiles_y {
+            for tx in (0..tiles_x).step_by(4) {
+                let col = ty * tiles_x + tx;
+                // Aᵀ over the points' rows (i), for each of the 6 columns (j), 4 tiles at a time.
+                let mut half = [[zero; 6]; 4];
+                for j in 0..6 {
+                    let column = at(core::array::from_fn(|i| load(&m[(i * 6 + j) * plane + o * cols + col..])));
+                    for (a, value) in column.into_iter().enumerate() {
+                        half[a][j] = value;
+                    }
+                }
+                for (a, row) in half.into_iter().enumerate() {
+                    let y = 4 * ty + a;
+                    if y >= h {
+                        break;
+                    }
+                    // Then A over the columns: the row's 4 values, each a vector over 4 tiles.
+                    let mut values = at(row).map(|v| f32x4_add(v, b));
+                    if let Some(alpha) = alpha {
+                        let alpha = f32x4_splat(alpha);
+                        values = values.map(|v| v128_bitselect(v, f32x4_mul(alpha, v), f32x4_gt(v, zero)));
+                    }
+                    // One vector per tile: its 4 values of the row.
+                    for (l, tile) in transpose(values).into_iter().enumerate() {
+                        let x = 4 * (tx + l);
+                        if x >= w {
+                            break;
+                        }
+                        store_first(&mut out[y * w + x..], tile, w - x);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The leaky ReLU's slope, if `node` is nothing but a leaky ReLU.
+fn leaky_alpha(node: &TypedNode) -> Option<f32> {
+    let op = node.op_as::<ElementWiseOp>()?;
+    if op.1.is_some() {
+        return None;
+    }
+    op.0.downcast_ref::<LeakyRelu>().map(|l| l.alpha)
+}
+
+/// The f32 values of a constant outlet, if it is one.
+fn constant(model: &TypedModel, outlet: OutletId) -> Option<Vec<f32>> {
+    let konst = model.outlet_fact(outlet).ok()?.konst.clone()?;
+    let view = konst.to_plain_array_view::<f32>().ok()?;
+    Some(view.iter().copied().collect())
+}
+
+/// The [`Winograd3x3`] op for conv node `id`, if it fits one, and the outlet it replaces (the
+/// convolution's, or that of the leaky ReLU folded in).
+fn winograd_for(model: &TypedModel, id: usize) -> TractResult<Option<(Winograd3x3, OutletId)>> {
+    let node = model.node(id);
+    let Some(conv) = node.op_as::<Conv>() else { return Ok(None) };
+    let spec = &conv.pool_spec;
+    let fact = model.outlet_fact(node.inputs[0])?;
+    let Some(shape) = fact.shape.as_concrete() else { return Ok(None) };
+    let (cin, cout) = (conv.input_channels(), conv.output_channels());
+    let one = |v: &[usize]| v.iter().all(|&x| x == 1);
+    let fits = conv.q_params.is_none()
+        && conv.group == 1
+        && conv.kernel_fmt == KernelFormat::OIHW
+        && fact.datum_type == f32::datum_type()
+        && match spec.data_format {
+            DataFormat::NCHW => shape.len() == 4,
+            DataFormat::CHW => shape.len() == 3,
+            _ => false,
+        }
+        && shape[shape.len() - 3] == cin
+        && spec.kernel_shape[..] == [3, 3]
+        && one(&spec.strides())
+        && one(&spec.dilations())
+        && match &spec.padding {
+            PaddingSpec::Explicit(before, after) | PaddingSpec::ExplicitOnnxPool(before, after, _) => {
+                one(before) && one(after)
+            }
+            PaddingSpec::SameUpper | PaddingSpec::SameLower => true,
+            PaddingSpec::Valid => false,
+        }
+        && cin >= MIN_CHANNELS
+        && cout.is_multiple_of(4);
+    if !fits {
+        return Ok(None);
+    }
+    let (Some(kernel), Some(bias)) = (constant(model, node.inputs[1]), constant(model, node.inputs[2])) else {
+        return Ok(None);
+    };
+    let bias = match bias.len() {
+        1 => vec![bias[0]; cout],
+        n if n == cout => bias,
+        _ => return Ok(None),
+    };
+    // Fold a leaky ReLU that alone consumes the convolution's output.
+    let mut replaced = OutletId::new(id, 0);
+    let mut alpha = None;
+    if let [next] = model.outlet_successors(replaced)
+        && let Some(a) = leaky_alpha(model.node(next.node))
+        && !model.output_outlets()?.contains(&replaced)
+    {
+        alpha = Some(a);
+        replaced = OutletId::new(next.node, 0);
+    }
+    Ok(Some((Winograd3x3::new(cin, cout, &kernel, bias, alpha)?, replaced)))
+}
+
+/// Replace every convolution of the decluttered `model` that [`Winograd3x3`] computes; returns
+/// how many.
+pub fn winograd_convs(model: &mut TypedModel) -> TractResult<usize> {
+    let mut count = 0;
+    for id in model.eval_order()? {
+        let Some((op, replaced)) = winograd_for(model, id)? else { continue };
+        let mut patch = TypedModelPatch::default();
+        let input = patch.tap_model(model, model.node(id).inputs[0])?;
+        let name = model.node(replaced.node).name.clone();
+        let wire = patch.wire_node(format!("{name}.winograd"), op, &[input])?[0];
+        patch.shunt_outside(model, replaced, wire)?;
+        patch.apply(model)?;
+        count += 1;
+    }
+    model.compact()?;
+    Ok(count)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tract_onnx::tract_core::ops::cnn::PoolSpec;
+    use tract_onnx::tract_core::ops::nn::leaky_relu;
+
+    /// Deterministic values in [-1, 1).
+    fn values(n: usize, seed: u32) -> Vec<f32> {
+        let mut s = seed.wrapping_mul(2_654_435_761).wrapping_add(1);
+        (0..n)
+            .map(|_| {
+                s ^= s << 13;
+                s ^= s >> 17;
+                s ^= s << 5;
+                (s >> 8) as f32 / (1 << 23) as f32 - 1.0
+            })
+            .collect()
+    }
+
+    /// Direct convolution, padding 1, in f64.
+    fn direct(input: &[f32], kernel: &[f32], bias: &[f32], cin: usize, cout: usize, h: usize, w: usize) -> Vec<f64> {
+        let mut out = vec![0f64; cout * h * w];
+        for o in 0..cout {
+            for y in 0..h {
+                for x in 0..w {
+                    let mut s = f64::from(bias[o]);
+                    for i in 0..cin {
+                        for ky in 0..3 {
+                            for kx in 0..3 {
+                                let (iy, ix) = ((y + ky) as isize - 1, (x + kx) as isize - 1);
+                                if iy >= 0 && ix >= 0 && (iy as usize) < h && (ix as usize) < w {
+                                    s += f64::from(input[(i * h + iy as usize) * w + ix as usize])
+                                        * f64::from(kernel[((o * cin + i) * 3 + ky) * 3 + kx]);
+                                }
+                            }
+                        }
+                    }
+                    out[(o * h + y) * w + x] = s;
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn matches_a_direct_convolution_on_every_edge_case() {
+        // Heights and widths that are and are not multiples of 4, tile rows of fewer and of more
+        // than 4 tiles, and channel counts that are and are not multiples of the k unrolling.
+        for (cin, cout, h, w) in [(8, 4, 4, 4), (9, 8, 13, 13), (16, 12, 26, 20), (12, 8, 7, 30), (8, 4, 1, 5)] {
+            let input = values(cin * h * w, 1);
+            let kernel = values(cout * cin * 9, 2);
+            let bias = values(cout, 3);
+            let op = Winograd3x3::new(cin, cout, &kernel, bias.clone(), None).unwrap();
+            let mut got = vec![0f32; cout * h * w];
+            op.run(&input, h, w, &mut got);
+            let want = direct(&input, &kernel, &bias, cin, cout, h, w);
+            let worst = got.iter().zip(&want).map(|(g, w)| (f64::from(*g) - w).abs()).fold(0f64, f64::max);
+            assert!(worst < 1e-4, "{cin}→{cout} {h}×{w}: worst difference {worst}");
+        }
+    }
+
+    /// A tract graph `input → Conv(3×3, pad 1) → LeakyRelu` with constant weights.
+    fn conv_model(cin: usize, cout: usize, h: usize, w: usize, kernel: &[f32], bias: &[f32]) -> TypedModel {
+        let mut model = TypedModel::default();
+        let input = model.add_source("input", f32::fact([1, cin, h, w])).unwrap();
+        let kernel = model.add_const("kernel", Tensor::from_shape(&[cout, cin, 3, 3], kernel).unwrap()).unwrap();
+        let bias = model.add_const("bias", Tensor::from_shape(&[cout], bias).unwrap()).unwrap();
+        let spec = PoolSpec::new(
+            DataFormat::NCHW,
+            tvec!(3, 3),
+            PaddingSpec::Explicit(tvec!(1, 1), tvec!(1, 1)),
+            None,
+            None,
+            cin,
+            cout,
+        );
+        let conv = model.wire_node("conv", Conv::new(spec, KernelFormat::OIHW, 1, None), &[input, kernel, bias]);
+        let leaky = model.wire_node("leaky", leaky_relu(0.1), &conv.unwrap()).unwrap();
+        model.select_output_outlets(&leaky).unwrap();
+        model
+    }
+
+    #[test]
+    fn the_pass_replaces_a_conv_and_its_leaky_relu_with_the_same_results() {
+        let (cin, cout, h, w) = (16, 8, 13, 13);
+        let (kernel, bias) = (values(cout * cin * 9, 4), values(cout, 5));
+        let input = Tensor::from_shape(&[1, cin, h, w], &values(cin * h * w, 6)).unwrap();
+        let run = |model: TypedModel| {
+            let plan = model.into_optimized().unwrap().into_runnable().unwrap();
+            let out = plan.run(tvec!(input.clone().into_tvalue())).unwrap().remove(0);
+            out.to_plain_array_view::<f32>().unwrap().iter().copied().collect::<Vec<f32>>()
+        };
+        let want = run(conv_model(cin, cout, h, w, &kernel, &bias));
+        let mut model = conv_model(cin, cout, h, w, &kernel, &bias).into_decluttered().unwrap();
+        assert_eq!(winograd_convs(&mut model).unwrap(), 1);
+        assert!(model.nodes().iter().any(|n| n.op_is::<Winograd3x3>()));
+        assert!(!model.nodes().iter().any(|n| n.op_is::<Conv>() || leaky_alpha(n).is_some()), "{model}");
+        let got = run(model);
+        assert_eq!(got.len(), want.len());
+        let worst = got.iter().zip(&want).map(|(g, w)| (g - w).abs()).fold(0f32, f32::max);
+        assert!(worst < 1e-4, "worst difference {worst}");
+        assert!(got.iter().any(|&v| v < 0.0) && got.iter().any(|&v| v > 0.0), "the leaky ReLU kept its negative slope");
+    }
+}
