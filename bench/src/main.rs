@@ -427,35 +427,44 @@ fn main() -> anyhow::Result<()> {
         native_lat.push(ms(&answers[1]));
     }
     drop(native_host);
-    // Our GEMM kernel against tract's own (`YOLO_EDGE_NN_KERNEL=tract` at bake time), request by
-    // request on large.jpg.
-    let tract_baked = std::env::temp_dir().join("yolo-edge-bench-provider-tract-kernel.wasm");
-    let (ok, _, err) = yolo_edge_tests::cli_env(
-        &yolo_edge_tests::fresh_data_dir(),
-        &[(yolo_edge::bake::NN_KERNEL_VAR, "tract")],
-        &[
-            "bake",
-            "--provider",
-            unbaked_provider.to_str().unwrap_or(""),
-            "--models",
-            yolo_edge_tests::models().to_str().unwrap_or(""),
-            "--model",
-            "yolov3-tiny",
-            "--output",
-            tract_baked.to_str().unwrap_or(""),
-        ],
-    );
-    anyhow::ensure!(ok, "bake with tract's kernel: {err}");
-    let tract_composed = compose(tract_baked.to_str().unwrap_or(""), "yolo-edge-bench-composed-tract-kernel.wasm")?;
-    let tract_host = start_wasm(&tract_composed)?;
-    let ours_t = target(wasm_host.url("/detect"), Some(&wasm_host.key), &IMAGES[0]);
-    let tract_t = target(tract_host.url("/detect"), Some(&tract_host.key), &IMAGES[0]);
-    let kernels = http::alternating(&[&ours_t, &tract_t], 1, cfg.reps.min(10))?;
-    if let Some(bad) = kernels.iter().flatten().find(|a| a.status != 200) {
-        anyhow::bail!("composed component (kernel comparison): {}", bad.body);
+    // What the provider's own convolution code is worth, request by request on large.jpg: the
+    // default bake (Winograd 3×3 convolutions, our 4×8 GEMM kernel) against tract's im2col
+    // lowering with our kernel (`YOLO_EDGE_NN_CONV=im2col`), and against tract as it ships
+    // (im2col and tract's own kernel, `YOLO_EDGE_NN_KERNEL=tract` too).
+    let variants: [(&str, &[(&str, &str)]); 2] = [
+        ("im2col", &[(yolo_edge::bake::NN_CONV_VAR, "im2col")]),
+        ("tract", &[(yolo_edge::bake::NN_CONV_VAR, "im2col"), (yolo_edge::bake::NN_KERNEL_VAR, "tract")]),
+    ];
+    let mut variant_hosts = Vec::new();
+    for (name, env) in variants {
+        let baked = std::env::temp_dir().join(format!("yolo-edge-bench-provider-{name}.wasm"));
+        let (ok, _, err) = yolo_edge_tests::cli_env(
+            &yolo_edge_tests::fresh_data_dir(),
+            env,
+            &[
+                "bake",
+                "--provider",
+                unbaked_provider.to_str().unwrap_or(""),
+                "--models",
+                yolo_edge_tests::models().to_str().unwrap_or(""),
+                "--model",
+                "yolov3-tiny",
+                "--output",
+                baked.to_str().unwrap_or(""),
+            ],
+        );
+        anyhow::ensure!(ok, "bake ({name}): {err}");
+        let composed = compose(baked.to_str().unwrap_or(""), &format!("yolo-edge-bench-composed-{name}.wasm"))?;
+        variant_hosts.push(start_wasm(&composed)?);
     }
-    let (kernel_ours, kernel_tract) = (ms(&kernels[0]), ms(&kernels[1]));
-    drop(tract_host);
+    let mut variant_targets = vec![target(wasm_host.url("/detect"), Some(&wasm_host.key), &IMAGES[0])];
+    variant_targets.extend(variant_hosts.iter().map(|h| target(h.url("/detect"), Some(&h.key), &IMAGES[0])));
+    let conv_answers = http::alternating(&variant_targets.iter().collect::<Vec<_>>(), 1, cfg.reps.min(10))?;
+    if let Some(bad) = conv_answers.iter().flatten().find(|a| a.status != 200) {
+        anyhow::bail!("composed component (convolution comparison): {}", bad.body);
+    }
+    let (conv_ours, conv_im2col, conv_tract) = (ms(&conv_answers[0]), ms(&conv_answers[1]), ms(&conv_answers[2]));
+    drop(variant_hosts);
     drop(wasm_host);
     // A restart (compiled component cached): time to listen, then the first request alone.
     let started = Instant::now();
@@ -596,16 +605,21 @@ fn main() -> anyhow::Result<()> {
         ));
     }
     md.push_str(&format!(
-        "\n## Pure-Wasm inference (the stock-Spin path)\n\nThe function composed with the tract wasi-nn provider (`yolo-edge compose`), served with the host's wasi-nn off (`--wasi-nn none`, fuel metering on as in every yolo-edge row). The provider is baked (`yolo-edge bake`, Wizer): every instance starts with yolov3-tiny loaded and optimised in its copy-on-write initial memory, so a request only infers (tract, SIMD128, one thread). Unbaked, every request also loads and optimises the 35 MB model inside Wasm. The baked rows alternate request by request with the native host (fuel on, same image); the unbaked row runs alone and is compared with that native p50.\n\n| provider | image | p50 / p99 (ms) | native host p50 (ms) | Spin path ÷ native |\n|---|---|---|---|---|\n{spin_rows}| unbaked | {} | {:.0} / {:.0} | {:.0} | {:.1}× |\n\nThe provider runs every convolution's matrix tiles on its own wasm kernel (`provider/src/gemm.rs`: 4×8, relaxed-SIMD FMA, 4 k steps per loop). Against tract's own 8×8 kernel, baked the same way (`YOLO_EDGE_NN_KERNEL=tract`), request by request on {}: p50 {:.0} ms against {:.0} ms ({:.2}×).\n\n| the baked provider | value |\n|---|---|\n| size | {:.1} MB (unbaked {:.1} MB) |\n| compile, no cache | {:.0} ms |\n| instantiation (serving engine: pooling, copy-on-write image), first / median of 20 | {:.0} µs / {:.0} µs |\n| restart with the compiled component cached: process start → listening | {:.0} ms |\n| first request after that start ({}) | {:.0} ms |\n",
+        "\n## Pure-Wasm inference (the stock-Spin path)\n\nThe function composed with the tract wasi-nn provider (`yolo-edge compose`), served with the host's wasi-nn off (`--wasi-nn none`, fuel metering on as in every yolo-edge row). The provider is baked (`yolo-edge bake`, Wizer): every instance starts with yolov3-tiny loaded and optimised in its copy-on-write initial memory, so a request only infers (tract, SIMD128, one thread). Unbaked, every request also loads and optimises the 35 MB model inside Wasm. The baked rows alternate request by request with the native host (fuel on, same image); the unbaked row runs alone and is compared with that native p50.\n\n| provider | image | p50 / p99 (ms) | native host p50 (ms) | Spin path ÷ native |\n|---|---|---|---|---|\n{spin_rows}| unbaked | {} | {:.0} / {:.0} | {:.0} | {:.1}× |\n\nThe provider computes yolov3-tiny's 3×3 convolutions (all but the first) as Winograd F(4×4, 3×3) (`provider/src/winograd.rs`: 36 GEMMs on the transformed tiles, 3.1× fewer multiply-adds) and every GEMM tile on its own wasm kernel (`provider/src/gemm.rs`: 4×8, relaxed-SIMD FMA, 4 k steps per loop). The same provider baked with tract's im2col lowering (`YOLO_EDGE_NN_CONV=im2col`), and with tract's own 8×8 kernel as well (`YOLO_EDGE_NN_KERNEL=tract`: tract as it ships), request by request on {}:\n\n| convolutions | p50 / p99 (ms) | ÷ ours |\n|---|---|---|\n| Winograd + our kernel (the default) | {:.0} / {:.0} | 1.00× |\n| im2col + our kernel | {:.0} / {:.0} | {:.2}× |\n| im2col + tract's kernel (tract as it ships) | {:.0} / {:.0} | {:.2}× |\n\n| the baked provider | value |\n|---|---|\n| size | {:.1} MB (unbaked {:.1} MB) |\n| compile, no cache | {:.0} ms |\n| instantiation (serving engine: pooling, copy-on-write image), first / median of 20 | {:.0} µs / {:.0} µs |\n| restart with the compiled component cached: process start → listening | {:.0} ms |\n| first request after that start ({}) | {:.0} ms |\n",
         IMAGES[1].name,
         unbaked_lat.p50,
         unbaked_lat.p99,
         native_lat[1].p50,
         ratio(unbaked_lat.p50, native_lat[1].p50),
         IMAGES[0].name,
-        kernel_ours.p50,
-        kernel_tract.p50,
-        ratio(kernel_ours.p50, kernel_tract.p50),
+        conv_ours.p50,
+        conv_ours.p99,
+        conv_im2col.p50,
+        conv_im2col.p99,
+        ratio(conv_im2col.p50, conv_ours.p50),
+        conv_tract.p50,
+        conv_tract.p99,
+        ratio(conv_tract.p50, conv_ours.p50),
         baked_size as f64 / 1e6,
         unbaked_size as f64 / 1e6,
         inst.compile.as_secs_f64() * 1000.0,
@@ -714,7 +728,7 @@ fn main() -> anyhow::Result<()> {
             "native_alternated": IMAGES.iter().zip(&native_lat).map(|(i, l)| (i.name.to_owned(), latency_json(l))).collect::<serde_json::Map<String, Value>>(),
             "baked_vs_native_p50": IMAGES.iter().enumerate().map(|(i, im)| (im.name.to_owned(), json!(ratio(wasm_lat[i].p50, native_lat[i].p50)))).collect::<serde_json::Map<String, Value>>(),
             "unbaked": {"image": IMAGES[1].name, "latency": latency_json(&unbaked_lat)},
-            "gemm_kernel": {"image": IMAGES[0].name, "ours": latency_json(&kernel_ours), "tract": latency_json(&kernel_tract)},
+            "convolutions": {"image": IMAGES[0].name, "winograd": latency_json(&conv_ours), "im2col": latency_json(&conv_im2col), "tract": latency_json(&conv_tract)},
             "baked_size_bytes": baked_size, "unbaked_size_bytes": unbaked_size,
             "compile_ms": inst.compile.as_secs_f64() * 1000.0,
             "instantiation_us": {"first": inst.first.as_secs_f64() * 1e6, "median": inst.median.as_secs_f64() * 1e6},
