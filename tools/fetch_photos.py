@@ -31,7 +31,7 @@ WHEELS = {
         "files": {"matplotlib/mpl-data/sample_data/grace_hopper.jpg": "grace_hopper.jpg"},
     },
 }
-DERIVED = ["coffee.webp", "coffee.jpg", "large.jpg", "grace_hopper.png"]
+DERIVED = ["coffee.webp", "coffee.jpg", "large.jpg", "xlarge.jpg", "grace_hopper.png"]
 
 
 def main() -> int:
@@ -72,9 +72,13 @@ def main() -> int:
     scaled = moto.resize((1280, round(moto.height * 1280 / moto.width)), Image.Resampling.LANCZOS)
     top = (scaled.height - 720) // 2
     scaled.crop((0, top, 1280, top + 720)).save(out / "large.jpg", quality=90)
+    # The same at 2560x1440, over four times the model input: large enough to decode reduced.
+    scaled = moto.resize((2560, round(moto.height * 2560 / moto.width)), Image.Resampling.LANCZOS)
+    top = (scaled.height - 1440) // 2
+    scaled.crop((0, top, 2560, top + 1440)).save(out / "xlarge.jpg", quality=90)
     # Lossless copy of a JPEG: both pipelines then see the same pixels (JPEG decoders differ).
     Image.open(out / "grace_hopper.jpg").convert("RGB").save(out / "grace_hopper.png")
-    print("  coffee.webp, coffee.jpg, large.jpg, grace_hopper.png (derived)")
+    print("  coffee.webp, coffee.jpg, large.jpg, xlarge.jpg, grace_hopper.png (derived)")
     return 0
 
 

@@ -5,10 +5,10 @@
 use std::path::Path;
 use std::time::Duration;
 
-use yolo_core::decode::{DecodeLimits, decode_rgb};
-use yolo_core::letterbox::{f32_from_le_bytes, letterbox_le_bytes};
+use yolo_core::decode::{DecodeLimits, decode_rgb_for_input};
+use yolo_core::letterbox::{f32_from_le_bytes, letterbox_reduced_le_bytes};
 use yolo_core::model::{Labels, ModelMetadata};
-use yolo_core::options::DetectOptions;
+use yolo_core::options::{DecodeMode, DetectOptions};
 use yolo_core::postprocess::detections;
 use yolo_core::response::Detection;
 use yolo_edge::nn::backend::{Cancel, Demand, Graph, Tensor};
@@ -61,9 +61,18 @@ impl Bare {
     /// Decode, letterbox, infer, post-process.
     pub fn run(&self, image: &[u8]) -> anyhow::Result<Run> {
         let _demand = self.demand.enter();
-        let img = decode_rgb(image, DecodeLimits::default()).map_err(anyhow::Error::msg)?;
         let m = &self.meta;
-        let (data, geometry) = letterbox_le_bytes(&img, m.input.width, m.input.height, m.letterbox.color);
+        // The function's own steps, with its default options.
+        let input = (m.input.width, m.input.height);
+        let img = decode_rgb_for_input(image, DecodeLimits::default(), input, DecodeMode::default())
+            .map_err(anyhow::Error::msg)?;
+        let (data, geometry) = letterbox_reduced_le_bytes(
+            &img.image,
+            (img.width, img.height),
+            m.input.width,
+            m.input.height,
+            m.letterbox.color,
+        );
         let input = Tensor { dims: vec![1, 3, m.input.height, m.input.width], ty: TensorType::Fp32, data };
         let computed = self
             .graph

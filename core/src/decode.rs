@@ -1,6 +1,11 @@
 //! Decoding PNG, JPEG and WebP bytes into an RGB image (the `image` crate; colour JPEGs
 //! straight through `zune-jpeg`, the decoder the `image` crate itself uses), with EXIF
 //! orientation applied and a size limit checked before any pixel is allocated.
+//!
+//! [`decode_rgb_for_input`] decodes for a model input of a known size: a colour JPEG several
+//! times larger is decoded at 1/2, 1/4 or 1/8 scale (`jpeg-decoder`'s reduced IDCTs, what
+//! libjpeg's `scale_denom` and Pillow's `Image.draft` do), so neither the decoder nor the
+//! resize works on pixels the letterbox would throw away.
 
 use std::io::Cursor;
 
@@ -13,6 +18,8 @@ use zune_jpeg::JpegDecoder;
 use zune_jpeg::errors::DecodeErrors;
 
 use crate::error::{ApiError, ErrorCode};
+use crate::letterbox::Letterbox;
+use crate::options::DecodeMode;
 
 /// Upper bounds on what a request may make the decoder allocate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,9 +45,60 @@ pub fn sniff_format(bytes: &[u8]) -> Option<ImageFormat> {
     }
 }
 
+/// An image decoded for a model input: upright (EXIF orientation applied), whole or reduced.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Decoded {
+    /// The pixels: [`Decoded::width`] × [`Decoded::height`], each divided by
+    /// [`Decoded::reduction`] and rounded up.
+    pub image: RgbImage,
+    /// The image's own width (upright), which boxes are reported against.
+    pub width: u32,
+    /// The image's own height (upright).
+    pub height: u32,
+    /// 1 (decoded whole), 2, 4 or 8 (a JPEG decoded at that fraction of its size).
+    pub reduction: u32,
+}
+
+impl Decoded {
+    /// An image decoded whole.
+    pub fn whole(image: RgbImage) -> Self {
+        let (width, height) = image.dimensions();
+        Self { image, width, height, reduction: 1 }
+    }
+}
+
 /// Decode an image to 8-bit RGB (alpha dropped, grey expanded, 16-bit scaled down, as
 /// Pillow's `convert("RGB")` does), with its EXIF orientation applied.
 pub fn decode_rgb(bytes: &[u8], limits: DecodeLimits) -> Result<RgbImage, ApiError> {
+    decode(bytes, limits, None).map(|d| d.image)
+}
+
+/// [`decode_rgb`] for a model input of `input` (width, height): a colour JPEG much larger than
+/// its letterboxed size is decoded at 1/2, 1/4 or 1/8 scale ([`jpeg_reduction`] with the
+/// `mode`'s gap), so neither the decoder nor the resize works on pixels the input throws away.
+/// Other images, and JPEGs `jpeg-decoder` cannot reduce, are decoded whole. A reduced decode's
+/// pixels differ from a whole decode resized (a DCT-domain reduction filters differently from
+/// the bilinear resize alone); the geometry does not.
+pub fn decode_rgb_for_input(
+    bytes: &[u8],
+    limits: DecodeLimits,
+    input: (u32, u32),
+    mode: DecodeMode,
+) -> Result<Decoded, ApiError> {
+    decode(bytes, limits, mode.gap().map(|gap| (input, gap)))
+}
+
+/// The largest JPEG reduction (8, 4 or 2; else 1) that keeps `gap` times the size the image
+/// has letterboxed into `input`: Pillow's rule (`Image.draft` asked for `gap` × that size),
+/// `width >= r * gap * fitted width`, and the same for heights.
+pub fn jpeg_reduction(width: u32, height: u32, input: (u32, u32), gap: u32) -> u32 {
+    let fitted = Letterbox::fit(width, height, input.0, input.1);
+    let keeps = |r: u32, side: u32, fitted: u32| u64::from(side) >= u64::from(r * gap) * u64::from(fitted);
+    [8, 4, 2].into_iter().find(|&r| keeps(r, width, fitted.width) && keeps(r, height, fitted.height)).unwrap_or(1)
+}
+
+/// Decode; with `reduce_for` (model input size, gap) a large colour JPEG decodes reduced.
+fn decode(bytes: &[u8], limits: DecodeLimits, reduce_for: Option<((u32, u32), u32)>) -> Result<Decoded, ApiError> {
     let format = sniff_format(bytes).ok_or_else(|| {
         ApiError::new(
             ErrorCode::UndecodableImage,
@@ -57,9 +115,9 @@ pub fn decode_rgb(bytes: &[u8], limits: DecodeLimits) -> Result<RgbImage, ApiErr
         ));
     }
     if format == ImageFormat::Jpeg
-        && let Some(rgb) = decode_rgb_jpeg(bytes, limits)?
+        && let Some(decoded) = decode_rgb_jpeg(bytes, limits, reduce_for)?
     {
-        return Ok(rgb);
+        return Ok(decoded);
     }
     // The header alone first: a decompression bomb is refused before any decoder buffer exists.
     let mut probe = ImageReader::with_format(Cursor::new(bytes), format);
@@ -77,18 +135,23 @@ pub fn decode_rgb(bytes: &[u8], limits: DecodeLimits) -> Result<RgbImage, ApiErr
     let orientation = decoder.orientation().unwrap_or(Orientation::NoTransforms);
     let mut img = DynamicImage::from_decoder(decoder).map_err(|e| map_image_error(e, limits))?;
     img.apply_orientation(orientation);
-    Ok(match img {
+    Ok(Decoded::whole(match img {
         DynamicImage::ImageRgb8(rgb) => rgb,
         other => other.into_rgb8(),
-    })
+    }))
 }
 
 /// A JPEG whose output is RGB (YCbCr, RGB, CMYK and YCCK ones) decoded by `zune-jpeg`
 /// directly, with the options the `image` crate would give it, so the same pixels: this skips
 /// the `image` crate's copy of the input and its three header parses (≈ 5 M Wasm
 /// instructions for a 1280×720 photograph). `None` for grey or alpha JPEGs, which take the
-/// `image` crate's path and its conversion to RGB.
-fn decode_rgb_jpeg(bytes: &[u8], limits: DecodeLimits) -> Result<Option<RgbImage>, ApiError> {
+/// `image` crate's path and its conversion to RGB. With `reduce_for` (model input size, gap),
+/// reduced when [`jpeg_reduction`] allows.
+fn decode_rgb_jpeg(
+    bytes: &[u8],
+    limits: DecodeLimits,
+    reduce_for: Option<((u32, u32), u32)>,
+) -> Result<Option<Decoded>, ApiError> {
     let max_side = limits.max_side as usize;
     let options = DecoderOptions::default().set_strict_mode(false).set_max_width(max_side).set_max_height(max_side);
     let mut decoder = JpegDecoder::new_with_options(ZCursor::new(bytes), options);
@@ -105,16 +168,54 @@ fn decode_rgb_jpeg(bytes: &[u8], limits: DecodeLimits) -> Result<Option<RgbImage
     decoder.set_options(options.jpeg_set_out_colorspace(ColorSpace::RGB));
     let orientation =
         decoder.exif().and_then(|exif| Orientation::from_exif_chunk(exif)).unwrap_or(Orientation::NoTransforms);
+    let upright = if turns_sideways(orientation) { (h, w) } else { (w, h) };
+    let reduction = reduce_for.map_or(1, |(input, gap)| jpeg_reduction(upright.0, upright.1, input, gap));
+    if reduction > 1
+        && let Some(reduced) = decode_jpeg_reduced(bytes, (w, h), reduction)
+    {
+        let image = apply_orientation(reduced, orientation);
+        return Ok(Some(Decoded { image, width: upright.0, height: upright.1, reduction }));
+    }
     let mut pixels = vec![0u8; w as usize * h as usize * 3];
     decoder.decode_into(&mut pixels).map_err(|e| map_jpeg_error(e, limits))?;
     let rgb = RgbImage::from_raw(w, h, pixels).expect("the buffer is w × h × 3 bytes");
-    Ok(Some(if orientation == Orientation::NoTransforms {
-        rgb
-    } else {
-        let mut img = DynamicImage::ImageRgb8(rgb);
-        img.apply_orientation(orientation);
-        img.into_rgb8()
-    }))
+    Ok(Some(Decoded::whole(apply_orientation(rgb, orientation))))
+}
+
+/// A colour JPEG of `size` decoded at 1/`reduction` scale by `jpeg-decoder` (image-rs; unlike
+/// `zune-jpeg` it has reduced IDCTs: 4×4, 2×2 and 1×1 per 8×8 block, so the IDCT, the
+/// upsampling and the colour conversion do a quarter of the work or less; the entropy decoding
+/// is the same). `None` when it cannot (a stream it refuses, CMYK output): the caller then
+/// decodes the whole image, whose decoder reports any real error.
+fn decode_jpeg_reduced(bytes: &[u8], size: (u32, u32), reduction: u32) -> Option<RgbImage> {
+    let want = (size.0.div_ceil(reduction), size.1.div_ceil(reduction));
+    let mut decoder = jpeg_decoder::Decoder::new(bytes);
+    let got = decoder.scale(u16::try_from(want.0).ok()?, u16::try_from(want.1).ok()?).ok()?;
+    if (u32::from(got.0), u32::from(got.1)) != want {
+        return None;
+    }
+    let pixels = decoder.decode().ok()?;
+    if decoder.info()?.pixel_format != jpeg_decoder::PixelFormat::RGB24 {
+        return None;
+    }
+    RgbImage::from_raw(want.0, want.1, pixels)
+}
+
+/// Whether an EXIF orientation swaps width and height.
+fn turns_sideways(orientation: Orientation) -> bool {
+    matches!(
+        orientation,
+        Orientation::Rotate90 | Orientation::Rotate270 | Orientation::Rotate90FlipH | Orientation::Rotate270FlipH
+    )
+}
+
+fn apply_orientation(rgb: RgbImage, orientation: Orientation) -> RgbImage {
+    if orientation == Orientation::NoTransforms {
+        return rgb;
+    }
+    let mut img = DynamicImage::ImageRgb8(rgb);
+    img.apply_orientation(orientation);
+    img.into_rgb8()
 }
 
 fn map_jpeg_error(e: DecodeErrors, limits: DecodeLimits) -> ApiError {
@@ -280,11 +381,10 @@ mod tests {
         assert!(ours.pixels().all(|p| p[0] == p[1] && p[1] == p[2]));
     }
 
-    /// EXIF orientation 6 (rotate 90° clockwise) is applied; a 10×4 JPEG comes out 4×10.
-    #[test]
-    fn jpeg_exif_orientation_is_applied() {
-        // Little-endian TIFF header, one IFD entry: Orientation (0x0112), SHORT, 1 value: 6.
-        let exif = [
+    /// EXIF with orientation 6 (rotate 90° clockwise): a little-endian TIFF header, one IFD
+    /// entry: Orientation (0x0112), SHORT, 1 value: 6.
+    fn orientation_6() -> Vec<u8> {
+        [
             b"II".as_slice(),
             &42u16.to_le_bytes(),
             &8u32.to_le_bytes(),
@@ -296,12 +396,103 @@ mod tests {
             &0u16.to_le_bytes(),
             &0u32.to_le_bytes(),
         ]
-        .concat();
-        let bytes = jpeg(&photo(10, 4), Some(exif));
+        .concat()
+    }
+
+    /// EXIF orientation 6 (rotate 90° clockwise) is applied; a 10×4 JPEG comes out 4×10.
+    #[test]
+    fn jpeg_exif_orientation_is_applied() {
+        let bytes = jpeg(&photo(10, 4), Some(orientation_6()));
         let ours = decode_rgb(&bytes, DecodeLimits::default()).unwrap();
         let upright = image::load_from_memory(&bytes).unwrap().into_rgb8();
         assert_eq!(ours.dimensions(), (4, 10));
         assert_eq!(ours, image::imageops::rotate90(&upright));
+    }
+
+    #[test]
+    fn jpeg_reduction_keeps_the_letterboxed_size_covered() {
+        let fast = |w, h| jpeg_reduction(w, h, (416, 416), 1);
+        assert_eq!(fast(1280, 720), 2); // 640x360 covers 416x234
+        assert_eq!(fast(832, 468), 2); // exactly
+        assert_eq!(fast(831, 468), 1); // 415.5 wide at 1/2
+        assert_eq!(fast(1920, 1080), 4);
+        assert_eq!(fast(4000, 3000), 8);
+        assert_eq!(fast(600, 400), 1);
+        assert_eq!(fast(416, 4000), 8); // tall: 52x500 covers 43x416
+        // Auto keeps twice the letterboxed size.
+        let auto = |w, h| jpeg_reduction(w, h, (416, 416), 2);
+        assert_eq!(auto(1280, 720), 1);
+        assert_eq!(auto(1664, 936), 2);
+        assert_eq!(auto(2560, 1440), 2);
+        assert_eq!(auto(4032, 3024), 4); // a phone photograph: 1008x756 keeps 2 x 416x312
+    }
+
+    fn smooth(w: u32, h: u32) -> RgbImage {
+        RgbImage::from_fn(w, h, |x, y| {
+            let (fx, fy) = (x as f32 / w as f32, y as f32 / h as f32);
+            Rgb([(255.0 * fx) as u8, (255.0 * fy) as u8, (128.0 + 100.0 * (6.0 * fx + 4.0 * fy).sin()) as u8])
+        })
+    }
+
+    fn mean_abs_diff(a: &[u8], b: &[u8]) -> f64 {
+        assert_eq!(a.len(), b.len());
+        a.iter().zip(b).map(|(&x, &y)| f64::from(x.abs_diff(y))).sum::<f64>() / a.len() as f64
+    }
+
+    /// A JPEG twice the input decodes at half size, and letterboxes to nearly the tensor of
+    /// the whole image resized (same geometry; pixels a DCT-domain reduction apart).
+    #[test]
+    fn large_jpegs_decode_reduced_to_nearly_the_same_input() {
+        let bytes = jpeg(&smooth(900, 600), None);
+        let d = decode_rgb_for_input(&bytes, DecodeLimits::default(), (416, 416), DecodeMode::Fast).unwrap();
+        assert_eq!((d.width, d.height, d.reduction, d.image.dimensions()), (900, 600, 2, (450, 300)));
+        let full = decode_rgb(&bytes, DecodeLimits::default()).unwrap();
+        let (reduced, a) = crate::letterbox::letterbox_reduced_le_bytes(&d.image, (900, 600), 416, 416, [114; 3]);
+        let (whole, b) = crate::letterbox::letterbox_le_bytes(&full, 416, 416, [114; 3]);
+        assert_eq!(a, b);
+        let as_u8 = |t: &[u8]| -> Vec<u8> {
+            t.chunks_exact(4).map(|c| (f32::from_le_bytes([c[0], c[1], c[2], c[3]]) * 255.0).round() as u8).collect()
+        };
+        let diff = mean_abs_diff(&as_u8(&reduced), &as_u8(&whole));
+        assert!(diff < 0.5, "mean |reduced - whole| = {diff}");
+        // `full`, or `auto` (which keeps twice the letterboxed size), decode this one whole.
+        for mode in [DecodeMode::Full, DecodeMode::Auto] {
+            let d = decode_rgb_for_input(&bytes, DecodeLimits::default(), (416, 416), mode).unwrap();
+            assert_eq!(d, Decoded::whole(full.clone()), "{mode:?}");
+        }
+        let big = jpeg(&smooth(1700, 1000), None);
+        let d = decode_rgb_for_input(&big, DecodeLimits::default(), (416, 416), DecodeMode::Auto).unwrap();
+        assert_eq!((d.reduction, d.image.dimensions()), (2, (850, 500)));
+        // A small image decodes whole, as decode_rgb gives it.
+        let small = jpeg(&smooth(500, 300), None);
+        let d = decode_rgb_for_input(&small, DecodeLimits::default(), (416, 416), DecodeMode::Fast).unwrap();
+        assert_eq!(d, Decoded::whole(decode_rgb(&small, DecodeLimits::default()).unwrap()));
+    }
+
+    /// EXIF orientation 6 on a reduced decode: the upright size is reported, the reduced
+    /// pixels are turned the same way.
+    #[test]
+    fn reduced_jpegs_are_turned_upright() {
+        let bytes = jpeg(&smooth(1000, 420), Some(orientation_6()));
+        let d = decode_rgb_for_input(&bytes, DecodeLimits::default(), (200, 200), DecodeMode::Fast).unwrap();
+        assert_eq!((d.width, d.height), (420, 1000));
+        assert_eq!(d.reduction, 4);
+        assert_eq!(d.image.dimensions(), (105, 250));
+        let whole = decode_rgb(&bytes, DecodeLimits::default()).unwrap();
+        let shrunk = image::imageops::resize(&whole, 105, 250, image::imageops::FilterType::Triangle);
+        let diff = mean_abs_diff(d.image.as_raw(), shrunk.as_raw());
+        assert!(diff < 1.0, "mean |reduced - whole shrunk| = {diff}");
+    }
+
+    /// A broken large JPEG is refused as a whole one is.
+    #[test]
+    fn truncated_large_jpegs_are_refused() {
+        let bytes = jpeg(&smooth(900, 600), None);
+        let e = decode_rgb_for_input(&bytes[..bytes.len() / 2], DecodeLimits::default(), (416, 416), DecodeMode::Fast)
+            .unwrap_err();
+        assert_eq!(e.status(), 422, "{e}");
+        let few = DecodeLimits { max_side: 16_384, max_pixels: 100_000 };
+        assert_eq!(decode_rgb_for_input(&bytes, few, (416, 416), DecodeMode::Fast).unwrap_err().status(), 413);
     }
 
     #[test]

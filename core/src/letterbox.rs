@@ -70,7 +70,20 @@ pub fn letterbox(img: &RgbImage, width: u32, height: u32, color: [u8; 3]) -> (Ve
 /// [`letterbox`], with the tensor directly as the little-endian `f32` bytes wasi-nn takes
 /// (no intermediate `f32` buffer). Same values: `v as f32 / 255.0`, whichever way it is computed.
 pub fn letterbox_le_bytes(img: &RgbImage, width: u32, height: u32, color: [u8; 3]) -> (Vec<u8>, Letterbox) {
-    let lb = Letterbox::fit(img.width(), img.height(), width, height);
+    letterbox_reduced_le_bytes(img, img.dimensions(), width, height, color)
+}
+
+/// [`letterbox_le_bytes`] of an image of `original` size decoded reduced (`img` is smaller,
+/// e.g. a JPEG decoded at 1/2 scale: [`crate::decode::decode_rgb_for_input`]): the geometry is
+/// the original's, so boxes map back to its pixels; the resize starts from `img`.
+pub fn letterbox_reduced_le_bytes(
+    img: &RgbImage,
+    original: (u32, u32),
+    width: u32,
+    height: u32,
+    color: [u8; 3],
+) -> (Vec<u8>, Letterbox) {
+    let lb = Letterbox::fit(original.0, original.1, width, height);
     (byte_planes(&resize_bilinear(img, lb.width, lb.height), &lb, width, height, color), lb)
 }
 

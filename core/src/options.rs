@@ -1,5 +1,5 @@
-//! Detection options (`conf`, `iou`, `max_det`, `classes`, `model`, `annotate`), from a JSON
-//! object or a query string, validated the same way for both.
+//! Detection options (`conf`, `iou`, `max_det`, `classes`, `model`, `annotate`, `decode`), from
+//! a JSON object or a query string, validated the same way for both.
 
 use crate::error::{ApiError, ErrorCode};
 use serde_json::{Map, Value};
@@ -14,7 +14,7 @@ pub const DEFAULT_MAX_DET: usize = 100;
 pub const MAX_MAX_DET: usize = 1000;
 
 /// The option names a request may carry (besides `image` in JSON).
-pub const OPTION_NAMES: [&str; 6] = ["conf", "iou", "max_det", "classes", "model", "annotate"];
+pub const OPTION_NAMES: [&str; 7] = ["conf", "iou", "max_det", "classes", "model", "annotate", "decode"];
 
 /// Answer with the image, boxes and labels drawn on it, instead of JSON.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -51,6 +51,52 @@ impl Annotate {
     }
 }
 
+/// How much of a large JPEG to decode ([`crate::decode::decode_rgb_for_input`]): a JPEG is
+/// decoded at 1/2, 1/4 or 1/8 scale while the result stays at least [`DecodeMode::gap`] times
+/// the size the model input keeps of it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DecodeMode {
+    /// Reduce while at least twice the letterboxed size is kept (Pillow's `thumbnail`
+    /// `reducing_gap=2.0`): the resize that follows still averages 2×2 or more pixels, and
+    /// answers stay within the tests' JPEG tolerance of a whole decode.
+    #[default]
+    Auto,
+    /// Reduce as far as the letterboxed size (what Pillow's `draft` does): least work;
+    /// confidences move by up to a few hundredths.
+    Fast,
+    /// Always decode the whole image (Pillow's `open` + `resize`).
+    Full,
+}
+
+impl DecodeMode {
+    fn parse(value: &str) -> Result<Self, ApiError> {
+        match value.to_ascii_lowercase().as_str() {
+            "auto" => Ok(Self::Auto),
+            "fast" => Ok(Self::Fast),
+            "full" => Ok(Self::Full),
+            _ => Err(invalid(format!("decode must be \"auto\", \"fast\" or \"full\", got {value:?}"))),
+        }
+    }
+
+    /// How many times the letterboxed size a reduced decode keeps; `None`: no reduction.
+    pub fn gap(self) -> Option<u32> {
+        match self {
+            Self::Auto => Some(2),
+            Self::Fast => Some(1),
+            Self::Full => None,
+        }
+    }
+
+    /// The option's value, as a client writes it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Auto => "auto",
+            Self::Fast => "fast",
+            Self::Full => "full",
+        }
+    }
+}
+
 /// Validated detection options.
 #[derive(Debug, Clone, PartialEq)]
 pub struct DetectOptions {
@@ -66,6 +112,8 @@ pub struct DetectOptions {
     pub model: Option<String>,
     /// Answer with the annotated image in this format; `None`: JSON.
     pub annotate: Option<Annotate>,
+    /// How much of a large JPEG to decode.
+    pub decode: DecodeMode,
 }
 
 impl Default for DetectOptions {
@@ -77,6 +125,7 @@ impl Default for DetectOptions {
             classes: None,
             model: None,
             annotate: None,
+            decode: DecodeMode::Auto,
         }
     }
 }
@@ -148,6 +197,11 @@ impl DetectOptions {
                         value.as_str().ok_or_else(|| invalid(format!("annotate must be a string, got {value}")))?;
                     o.annotate = Some(Annotate::parse(format)?);
                 }
+                "decode" => {
+                    let mode =
+                        value.as_str().ok_or_else(|| invalid(format!("decode must be a string, got {value}")))?;
+                    o.decode = DecodeMode::parse(mode)?;
+                }
                 other if also_allowed.contains(&other) => {}
                 other => return Err(unknown_field(other, also_allowed)),
             }
@@ -181,6 +235,7 @@ impl DetectOptions {
                     o.model = Some(value);
                 }
                 "annotate" => o.annotate = Some(Annotate::parse(&value)?),
+                "decode" => o.decode = DecodeMode::parse(&value)?,
                 other => return Err(unknown_field(other, &[])),
             }
         }
@@ -368,5 +423,19 @@ mod tests {
         assert_eq!(DetectOptions::from_query("annotate=gif").unwrap_err().code, ErrorCode::InvalidOption);
         let bad = serde_json::json!({"annotate": 1});
         assert!(DetectOptions::from_json(bad.as_object().unwrap(), &[]).is_err());
+    }
+
+    #[test]
+    fn decode_from_query_and_json() {
+        assert_eq!(DetectOptions::from_query("").unwrap().decode, DecodeMode::Auto);
+        assert_eq!(DetectOptions::from_query("decode=full").unwrap().decode, DecodeMode::Full);
+        assert_eq!(DetectOptions::from_query("decode=FAST").unwrap().decode, DecodeMode::Fast);
+        let o = from_json(serde_json::json!({"decode": "full"})).unwrap();
+        assert_eq!((o.decode, o.decode.as_str(), o.decode.gap()), (DecodeMode::Full, "full", None));
+        assert_eq!((DecodeMode::Auto.gap(), DecodeMode::Fast.gap()), (Some(2), Some(1)));
+        let e = DetectOptions::from_query("decode=half").unwrap_err();
+        assert_eq!(e.code, ErrorCode::InvalidOption);
+        assert!(e.message.contains("\"auto\", \"fast\" or \"full\""), "{}", e.message);
+        assert!(from_json(serde_json::json!({"decode": 2})).is_err());
     }
 }

@@ -26,8 +26,8 @@ use image::RgbImage;
 use spin_sdk::http::{Method, Request, Response};
 use spin_sdk::http_component;
 use yolo_core::batch::{DEFAULT_MAX_BATCH, parse_batch_request};
-use yolo_core::decode::{DecodeLimits, decode_rgb};
-use yolo_core::letterbox::letterbox_le_bytes;
+use yolo_core::decode::{DecodeLimits, Decoded, decode_rgb, decode_rgb_for_input};
+use yolo_core::letterbox::letterbox_reduced_le_bytes;
 use yolo_core::options::{Annotate, DetectOptions};
 use yolo_core::postprocess::detections;
 use yolo_core::request::parse_detect_request;
@@ -212,12 +212,19 @@ fn detect_one(
         max_pixels: env_or("YOLO_EDGE_MAX_PIXELS", DecodeLimits::default().max_pixels),
         ..DecodeLimits::default()
     };
-    let image = decode_rgb(image, limits)?;
-    timings.mark("decode");
-    let (width, height) = image.dimensions();
     let meta = &model.metadata;
-    let (input, geometry) = letterbox_le_bytes(&image, meta.input.width, meta.input.height, meta.letterbox.color);
-    let image = keep_image.then_some(image);
+    let input_size = (meta.input.width, meta.input.height);
+    // An annotated answer draws on the whole image; otherwise a large JPEG may decode reduced.
+    let decoded = if keep_image {
+        Decoded::whole(decode_rgb(image, limits)?)
+    } else {
+        decode_rgb_for_input(image, limits, input_size, options.decode)?
+    };
+    timings.mark("decode");
+    let (width, height) = (decoded.width, decoded.height);
+    let (input, geometry) =
+        letterbox_reduced_le_bytes(&decoded.image, (width, height), input_size.0, input_size.1, meta.letterbox.color);
+    let image = keep_image.then_some(decoded.image);
     timings.mark("letterbox");
 
     let dims = [1, 3, meta.input.height, meta.input.width];

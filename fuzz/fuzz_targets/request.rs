@@ -4,8 +4,8 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use yolo_core::decode::{DecodeLimits, decode_rgb};
-use yolo_core::letterbox::letterbox_le_bytes;
+use yolo_core::decode::{DecodeLimits, decode_rgb_for_input};
+use yolo_core::letterbox::letterbox_reduced_le_bytes;
 use yolo_core::request::parse_detect_request;
 
 const CONTENT_TYPES: [Option<&str>; 6] =
@@ -22,11 +22,14 @@ fuzz_target!(|data: &[u8]| {
         Ok(request) => {
             // Small limits keep each run fast; the limit logic is what is under test.
             let limits = DecodeLimits { max_side: 2048, max_pixels: 1 << 20 };
-            match decode_rgb(&request.image, limits) {
-                // Whatever decodes must letterbox, at the model's size or an odd one.
-                Ok(image) => {
-                    let (w, h) = if selector & 0x80 == 0 { (416, 416) } else { (33, 17) };
-                    let (tensor, geometry) = letterbox_le_bytes(&image, w, h, [114, 114, 114]);
+            // At the model's size or an odd one (a large JPEG may decode reduced).
+            let (w, h) = if selector & 0x80 == 0 { (416, 416) } else { (33, 17) };
+            match decode_rgb_for_input(&request.image, limits, (w, h), request.options.decode) {
+                // Whatever decodes must letterbox.
+                Ok(d) => {
+                    assert_eq!(d.image.dimensions(), (d.width.div_ceil(d.reduction), d.height.div_ceil(d.reduction)));
+                    let (tensor, geometry) =
+                        letterbox_reduced_le_bytes(&d.image, (d.width, d.height), w, h, [114, 114, 114]);
                     assert_eq!(tensor.len(), 3 * 4 * (w * h) as usize);
                     assert!(geometry.width <= w && geometry.height <= h);
                 }

@@ -105,6 +105,7 @@ impl CacheKey {
             "classes": o.classes.as_ref().map(|c| { let mut c = c.clone(); c.sort_unstable(); c.dedup(); c }),
             "model": model,
             "annotate": o.annotate.map(|a| a.as_str()),
+            "decode": o.decode.as_str(),
         });
         let identity = identity(&model)?;
         let mut h = Sha256::new();

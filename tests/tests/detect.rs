@@ -14,7 +14,7 @@ fn tolerance(name: &str, answer: &Value) -> Tolerance {
     }
 }
 
-const PHOTOS: [(&str, &str); 8] = [
+const PHOTOS: [(&str, &str); 9] = [
     ("coffee.png", "image/png"),
     ("chelsea.png", "image/png"),
     ("astronaut.png", "image/png"),
@@ -23,6 +23,7 @@ const PHOTOS: [(&str, &str); 8] = [
     ("grace_hopper.jpg", "image/jpeg"),
     ("grace_hopper.png", "image/png"),
     ("large.jpg", "image/jpeg"),
+    ("xlarge.jpg", "image/jpeg"),
 ];
 
 #[test]
@@ -96,6 +97,45 @@ fn data_urls_webp_and_jpeg_give_the_same_cup() {
     let expected = reference(&["coffee.jpg"], &[]);
     let v = jpeg.json();
     assert_matches_reference(&v, &expected["coffee.jpg"], tolerance("coffee.jpg", &v), 0.25, "coffee.jpg");
+}
+
+/// A JPEG several times the model input decodes reduced (`decode=auto`, the default: 1/2
+/// scale for 2560x1440, still twice what the 416-px input keeps) and answers within the JPEG
+/// tolerance of the reference, which decodes it whole; `decode=full` decodes it whole too.
+/// `decode=fast` (1/4 scale here, 1/2 for 1280x720) is held to a looser, stated tolerance:
+/// 0.05 confidence and 3 px of the model's input grid. Less decoding burns less fuel.
+#[test]
+fn large_jpegs_decode_reduced_within_the_stated_tolerances() {
+    let host = Host::shared();
+    for name in ["xlarge.jpg", "large.jpg"] {
+        let bytes = photo_bytes(name);
+        let expected = reference(&[name], &[]);
+        let auth = format!("Bearer {}", host.key);
+        let fresh = |query: &str| {
+            let headers = [("authorization", auth.as_str()), ("cache-control", "no-cache")];
+            let r = host.post_with(&format!("/detect?{query}"), Some("image/jpeg"), &bytes, &headers);
+            assert_eq!(r.status, 200, "{name} {query}: {r:?}");
+            (r.json(), r.header_u64("x-fuel"))
+        };
+        let (auto, auto_fuel) = fresh("decode=auto");
+        let (full, full_fuel) = fresh("decode=full");
+        let (fast, fast_fuel) = fresh("decode=fast");
+        for (v, mode) in [(&auto, "auto"), (&full, "full")] {
+            assert_matches_reference(v, &expected[name], tolerance(name, v), 0.25, &format!("{name} decode={mode}"));
+        }
+        let width = fast["image"]["width"].as_f64().unwrap();
+        let loose = Tolerance { conf: 0.05, px: 3.0 * width / 416.0 };
+        assert_matches_reference(&fast, &expected[name], loose, 0.25, &format!("{name} decode=fast"));
+        assert!(fast_fuel < full_fuel * 3 / 4, "{name}: fast {fast_fuel} vs full {full_fuel} fuel");
+        if name == "xlarge.jpg" {
+            assert!(auto_fuel < full_fuel * 3 / 4, "{name}: auto {auto_fuel} vs full {full_fuel} fuel");
+            assert!(fast_fuel < auto_fuel, "{name}: fast {fast_fuel} vs auto {auto_fuel} fuel");
+        } else {
+            // Under twice the input's size twice over: auto decodes it whole.
+            assert_eq!(auto["detections"], full["detections"], "{name}");
+        }
+    }
+    host.detect_raw("image/jpeg", &photo_bytes("large.jpg"), "decode=half").assert_error(400, "invalid_option");
 }
 
 #[test]
