@@ -38,6 +38,8 @@ mod bindings {
 
 use bindings::exports;
 
+#[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+mod direct;
 mod gemm;
 mod pool;
 #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]

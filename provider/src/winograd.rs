@@ -20,9 +20,10 @@
 //! direct convolution by rounding only (the unit tests bound the difference against a direct
 //! convolution in f64; the end-to-end tests keep their detection tolerances).
 //!
-//! The first layer (3 input channels) stays with tract: Winograd there was measured no faster
-//! end to end (407.6 vs 405.9 ms p50 per request, alternated), its output transform costing what
-//! the GEMM saves.
+//! The first layer (3 input channels) is not Winograd's: there it was measured no faster end to
+//! end (407.6 vs 405.9 ms p50 per request, alternated), its output transform costing what the
+//! GEMM saves. The same pass gives convolutions with fewer than [`MIN_CHANNELS`] input channels
+//! to [`Direct3x3`] instead.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -34,13 +35,15 @@ use tract_onnx::tract_core::ops::cnn::{Conv, PaddingSpec};
 use tract_onnx::tract_core::ops::element_wise::ElementWiseOp;
 use tract_onnx::tract_core::ops::nn::{DataFormat, LeakyRelu};
 
+use crate::direct::Direct3x3;
 use crate::gemm;
 
-/// Convolutions with fewer input channels stay with tract (im2col): their GEMMs are too thin
-/// for the transforms to pay (yolov3-tiny's first layer has 3).
+/// Convolutions with fewer input channels are computed directly ([`Direct3x3`]): their GEMMs
+/// are too thin for the transforms to pay (yolov3-tiny's first layer has 3).
 pub const MIN_CHANNELS: usize = 8;
 
-/// Whether models prepared from now on get [`winograd_convs`] (else tract's im2col lowering).
+/// Whether models prepared from now on get [`winograd_convs`] (else tract's im2col lowering for
+/// every convolution).
 pub static ENABLED: AtomicBool = AtomicBool::new(true);
 
 /// Choose how the plans prepared from now on compute 3×3 convolutions: `"winograd"` (the
@@ -410,9 +413,10 @@ fn constant(model: &TypedModel, outlet: OutletId) -> Option<Vec<f32>> {
     Some(view.iter().copied().collect())
 }
 
-/// The [`Winograd3x3`] op for conv node `id`, if it fits one, and the outlet it replaces (the
+/// The op for conv node `id`, if it is a 3×3 convolution this module computes ([`Winograd3x3`],
+/// or [`Direct3x3`] under [`MIN_CHANNELS`] input channels), and the outlet it replaces (the
 /// convolution's, or that of the leaky ReLU folded in).
-fn winograd_for(model: &TypedModel, id: usize) -> TractResult<Option<(Winograd3x3, OutletId)>> {
+fn conv3x3_for(model: &TypedModel, id: usize) -> TractResult<Option<(Box<dyn TypedOp>, OutletId)>> {
     let node = model.node(id);
     let Some(conv) = node.op_as::<Conv>() else { return Ok(None) };
     let spec = &conv.pool_spec;
@@ -440,7 +444,6 @@ fn winograd_for(model: &TypedModel, id: usize) -> TractResult<Option<(Winograd3x
             PaddingSpec::SameUpper | PaddingSpec::SameLower => true,
             PaddingSpec::Valid => false,
         }
-        && cin >= MIN_CHANNELS
         && cout.is_multiple_of(4);
     if !fits {
         return Ok(None);
@@ -463,15 +466,20 @@ fn winograd_for(model: &TypedModel, id: usize) -> TractResult<Option<(Winograd3x
         alpha = Some(a);
         replaced = OutletId::new(next.node, 0);
     }
-    Ok(Some((Winograd3x3::new(cin, cout, &kernel, bias, alpha)?, replaced)))
+    let op: Box<dyn TypedOp> = if cin >= MIN_CHANNELS {
+        Box::new(Winograd3x3::new(cin, cout, &kernel, bias, alpha)?)
+    } else {
+        Box::new(Direct3x3::new(cin, cout, &kernel, bias, alpha)?)
+    };
+    Ok(Some((op, replaced)))
 }
 
-/// Replace every convolution of the decluttered `model` that [`Winograd3x3`] computes; returns
-/// how many.
+/// Replace every convolution of the decluttered `model` that [`Winograd3x3`] or [`Direct3x3`]
+/// computes; returns how many.
 pub fn winograd_convs(model: &mut TypedModel) -> TractResult<usize> {
     let mut count = 0;
     for id in model.eval_order()? {
-        let Some((op, replaced)) = winograd_for(model, id)? else { continue };
+        let Some((op, replaced)) = conv3x3_for(model, id)? else { continue };
         let mut patch = TypedModelPatch::default();
         let input = patch.tap_model(model, model.node(id).inputs[0])?;
         let name = model.node(replaced.node).name.clone();
@@ -485,13 +493,13 @@ pub fn winograd_convs(model: &mut TypedModel) -> TractResult<usize> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use tract_onnx::tract_core::ops::cnn::PoolSpec;
     use tract_onnx::tract_core::ops::nn::leaky_relu;
 
     /// Deterministic values in [-1, 1).
-    fn values(n: usize, seed: u32) -> Vec<f32> {
+    pub(crate) fn values(n: usize, seed: u32) -> Vec<f32> {
         let mut s = seed.wrapping_mul(2_654_435_761).wrapping_add(1);
         (0..n)
             .map(|_| {
@@ -504,7 +512,15 @@ mod tests {
     }
 
     /// Direct convolution, padding 1, in f64.
-    fn direct(input: &[f32], kernel: &[f32], bias: &[f32], cin: usize, cout: usize, h: usize, w: usize) -> Vec<f64> {
+    pub(crate) fn direct(
+        input: &[f32],
+        kernel: &[f32],
+        bias: &[f32],
+        cin: usize,
+        cout: usize,
+        h: usize,
+        w: usize,
+    ) -> Vec<f64> {
         let mut out = vec![0f64; cout * h * w];
         for o in 0..cout {
             for y in 0..h {
@@ -568,23 +584,26 @@ mod tests {
 
     #[test]
     fn the_pass_replaces_a_conv_and_its_leaky_relu_with_the_same_results() {
-        let (cin, cout, h, w) = (16, 8, 13, 13);
-        let (kernel, bias) = (values(cout * cin * 9, 4), values(cout, 5));
-        let input = Tensor::from_shape(&[1, cin, h, w], &values(cin * h * w, 6)).unwrap();
-        let run = |model: TypedModel| {
-            let plan = model.into_optimized().unwrap().into_runnable().unwrap();
-            let out = plan.run(tvec!(input.clone().into_tvalue())).unwrap().remove(0);
-            out.to_plain_array_view::<f32>().unwrap().iter().copied().collect::<Vec<f32>>()
-        };
-        let want = run(conv_model(cin, cout, h, w, &kernel, &bias));
-        let mut model = conv_model(cin, cout, h, w, &kernel, &bias).into_decluttered().unwrap();
-        assert_eq!(winograd_convs(&mut model).unwrap(), 1);
-        assert!(model.nodes().iter().any(|n| n.op_is::<Winograd3x3>()));
-        assert!(!model.nodes().iter().any(|n| n.op_is::<Conv>() || leaky_alpha(n).is_some()), "{model}");
-        let got = run(model);
-        assert_eq!(got.len(), want.len());
-        let worst = got.iter().zip(&want).map(|(g, w)| (g - w).abs()).fold(0f32, f32::max);
-        assert!(worst < 1e-4, "worst difference {worst}");
-        assert!(got.iter().any(|&v| v < 0.0) && got.iter().any(|&v| v > 0.0), "the leaky ReLU kept its negative slope");
+        // 16 input channels: Winograd; 3 (an image): direct.
+        for (cin, cout, h, w, winograd) in [(16, 8, 13, 13, true), (3, 16, 11, 19, false)] {
+            let (kernel, bias) = (values(cout * cin * 9, 4), values(cout, 5));
+            let input = Tensor::from_shape(&[1, cin, h, w], &values(cin * h * w, 6)).unwrap();
+            let run = |model: TypedModel| {
+                let plan = model.into_optimized().unwrap().into_runnable().unwrap();
+                let out = plan.run(tvec!(input.clone().into_tvalue())).unwrap().remove(0);
+                out.to_plain_array_view::<f32>().unwrap().iter().copied().collect::<Vec<f32>>()
+            };
+            let want = run(conv_model(cin, cout, h, w, &kernel, &bias));
+            let mut model = conv_model(cin, cout, h, w, &kernel, &bias).into_decluttered().unwrap();
+            assert_eq!(winograd_convs(&mut model).unwrap(), 1);
+            assert!(model.nodes().iter().any(|n| n.op_is::<Winograd3x3>() == winograd));
+            assert!(model.nodes().iter().any(|n| n.op_is::<Direct3x3>() != winograd));
+            assert!(!model.nodes().iter().any(|n| n.op_is::<Conv>() || leaky_alpha(n).is_some()), "{model}");
+            let got = run(model);
+            assert_eq!(got.len(), want.len());
+            let worst = got.iter().zip(&want).map(|(g, w)| (g - w).abs()).fold(0f32, f32::max);
+            assert!(worst < 1e-4, "{cin} channels: worst difference {worst}");
+            assert!(got.iter().any(|&v| v < 0.0) && got.iter().any(|&v| v > 0.0), "the leaky ReLU kept its slope");
+        }
     }
 }
