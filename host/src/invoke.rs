@@ -66,7 +66,7 @@ pub enum Outcome {
 pub enum Failure {
     /// A trap or panic, or no answer at all.
     Trap,
-    /// The wall-clock deadline passed (epoch interruption).
+    /// The wall-clock deadline passed (a timer with fuel, epoch interruption without).
     Timeout,
     /// The fuel budget ran out.
     OutOfFuel,
@@ -175,29 +175,41 @@ impl Invoker {
             InvocationState::new(&o.mounts, &o.env, self.registry.clone(), o.max_memory_bytes, o.inference_timeout)?;
         let mut store = Store::new(self.pre.engine(), state);
         store.limiter(|s| &mut s.memory);
+        // The guest yields to the async runtime every few milliseconds (so a long computation
+        // never holds a worker thread and other requests, timers and the accept loop keep
+        // running), and once the wall-clock deadline has passed it is stopped: with fuel, it
+        // yields every FUEL_YIELD_INTERVAL units and a timer races the call; without, it yields
+        // every epoch tick and the epoch callback interrupts it (a trap).
+        let deadline = started + o.timeout;
         if o.fuel {
             store.set_fuel(o.fuel_budget)?;
+            store.fuel_async_yield_interval(Some(FUEL_YIELD_INTERVAL))?;
+        } else {
+            store.set_epoch_deadline(1);
+            store.epoch_deadline_callback(move |_| {
+                Ok(if Instant::now() >= deadline { UpdateDeadline::Interrupt } else { UpdateDeadline::Yield(1) })
+            });
         }
-        // Every epoch tick, the guest yields to the async runtime (so a long computation
-        // never holds a worker thread and other requests, timers and the accept loop keep
-        // running), and once the wall-clock deadline has passed it is interrupted (a trap).
-        let deadline = started + o.timeout;
-        store.set_epoch_deadline(1);
-        store.epoch_deadline_callback(move |_| {
-            Ok(if Instant::now() >= deadline { UpdateDeadline::Interrupt } else { UpdateDeadline::Yield(1) })
-        });
+        let timer = o.fuel.then(|| tokio::time::Instant::from_std(deadline));
         let (sender, receiver) = oneshot::channel();
         let req = store.data_mut().http().new_incoming_request(Scheme::Http, request)?;
         let out = store.data_mut().http().new_response_outparam(sender)?;
         let pre = self.pre.clone();
         let mut guest = tokio::spawn(async move {
-            let result = async {
+            let call = async {
                 let instantiating = Instant::now();
                 let proxy = pre.instantiate_async(&mut store).await?;
                 store.data_mut().instantiation = instantiating.elapsed();
                 proxy.wasi_http_incoming_handler().call_handle(&mut store, req, out).await
-            }
-            .await;
+            };
+            // Past the deadline the call is dropped, which unwinds the guest off its fiber; the
+            // store stays ours to measure, and the stop is reported as the epoch path's is.
+            let result = match timer {
+                Some(at) => tokio::time::timeout_at(at, call)
+                    .await
+                    .unwrap_or_else(|_| Err(wasmtime::Error::from(wasmtime::Trap::Interrupt))),
+                None => call.await,
+            };
             (store, result)
         });
 
@@ -281,6 +293,10 @@ impl Invoker {
         Invocation { outcome, usage, detail }
     }
 }
+
+/// With fuel, the guest yields to the async runtime after this many units (instructions):
+/// a few milliseconds of Wasm on these machines, like the epoch path's 10 ms tick.
+pub const FUEL_YIELD_INTERVAL: u64 = 10_000_000;
 
 /// A store whose largest linear memory stayed under this is released in the background.
 const RELEASE_IN_BACKGROUND_BYTES: usize = 32 << 20;
