@@ -621,7 +621,7 @@ fn main() -> anyhow::Result<()> {
         IMAGES[0].name, bare_ov_lat.p50, bare_ov_lat.p99, bare_ov_nn.p50, ratio(bare_ov_lat.p50, bare_lat[0].p50),
         ov_host_lat.p50, ov_host_lat.p99, ratio(ov_host_lat.p50, bare_ov_lat.p50)
     ));
-    md.push_str("\n## Cost of fuel metering (same requests, interleaved)\n\n| image | fuel on p50 (ms) | fuel off p50 (ms) | overhead, whole requests | guest time on / off (ms, wall − inference) | overhead from guest time (Δ guest ÷ fuel-off p50) |\n|---|---|---|---|---|---|\n");
+    md.push_str("\n## Cost of fuel metering (same requests, interleaved)\n\nFuel on (the default): the fuel checks also give the guest its yields and deadline. Fuel off (`--no-fuel`): epoch checks do that instead. So each row is what metering costs a user over the same host without it.\n\n| image | fuel on p50 (ms) | fuel off p50 (ms) | overhead, whole requests | guest time on / off (ms, wall − inference) | overhead from guest time (Δ guest ÷ fuel-off p50) |\n|---|---|---|---|---|---|\n");
     for (i, image) in IMAGES.iter().enumerate() {
         let (on, off, gon, goff) = &metering[i];
         md.push_str(&format!(
