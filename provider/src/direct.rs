@@ -16,6 +16,8 @@ use std::sync::Arc;
 use core::arch::wasm32::*;
 use tract_onnx::tract_core::internal::*;
 
+use crate::winograd::{eval_images, image_facts};
+
 /// Output pixels computed side by side: 2 vectors of 4.
 const PIXELS: usize = 8;
 
@@ -188,33 +190,13 @@ impl EvalOp for Direct3x3 {
     op_out_of_plan!();
 
     fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
-        let input = args_1!(inputs);
-        let shape: TVec<usize> = input.shape().into();
-        let rank = shape.len();
-        ensure!(rank >= 3 && shape[rank - 3] == self.cin, "Direct3x3: input {shape:?} for {} channels", self.cin);
-        let (h, w) = (shape[rank - 2], shape[rank - 1]);
-        let input = input.to_plain_array_view::<f32>()?;
-        let input = input.as_slice().context("Direct3x3 needs a contiguous input")?;
-        let mut out_shape = shape.clone();
-        out_shape[rank - 3] = self.cout;
-        let mut output = Tensor::zero::<f32>(&out_shape)?;
-        {
-            let mut plain = output.try_as_plain_ram_mut()?;
-            let out = plain.as_slice_mut::<f32>()?;
-            for (image, out) in input.chunks_exact(self.cin * h * w).zip(out.chunks_exact_mut(self.cout * h * w)) {
-                self.run(image, h, w, out);
-            }
-        }
-        Ok(tvec!(output.into_tvalue()))
+        eval_images("Direct3x3", (self.cin, self.cout), inputs, |image, h, w, out| self.run(image, h, w, out))
     }
 }
 
 impl TypedOp for Direct3x3 {
     fn output_facts(&self, inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
-        let mut shape = inputs[0].shape.to_tvec();
-        let rank = shape.len();
-        shape[rank - 3] = self.cout.to_dim();
-        Ok(tvec!(f32::fact(shape)))
+        image_facts(self.cout, inputs)
     }
 
     as_op!();

@@ -154,36 +154,53 @@ impl EvalOp for Winograd3x3 {
     op_out_of_plan!();
 
     fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
-        let input = args_1!(inputs);
-        let shape: TVec<usize> = input.shape().into();
-        let rank = shape.len();
-        ensure!(rank >= 3 && shape[rank - 3] == self.cin, "Winograd3x3: input {shape:?} for {} channels", self.cin);
-        let (h, w) = (shape[rank - 2], shape[rank - 1]);
-        let input = input.to_plain_array_view::<f32>()?;
-        let input = input.as_slice().context("Winograd3x3 needs a contiguous input")?;
-        let mut out_shape = shape.clone();
-        out_shape[rank - 3] = self.cout;
-        let mut output = Tensor::zero::<f32>(&out_shape)?;
-        {
-            let mut plain = output.try_as_plain_ram_mut()?;
-            let out = plain.as_slice_mut::<f32>()?;
-            for (image, out) in input.chunks_exact(self.cin * h * w).zip(out.chunks_exact_mut(self.cout * h * w)) {
-                self.run(image, h, w, out);
-            }
-        }
-        Ok(tvec!(output.into_tvalue()))
+        eval_images("Winograd3x3", (self.cin, self.cout), inputs, |image, h, w, out| self.run(image, h, w, out))
     }
 }
 
 impl TypedOp for Winograd3x3 {
     fn output_facts(&self, inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
-        let mut shape = inputs[0].shape.to_tvec();
-        let rank = shape.len();
-        shape[rank - 3] = self.cout.to_dim();
-        Ok(tvec!(f32::fact(shape)))
+        image_facts(self.cout, inputs)
     }
 
     as_op!();
+}
+
+/// The `eval` of the 3×3 ops ([`Winograd3x3`], [`Direct3x3`]): check the input (`[N, cin, H,
+/// W]` or `[cin, H, W]`, f32, contiguous) and `run(image, h, w, output)` for each image into an
+/// output of `cout` channels.
+pub(crate) fn eval_images(
+    op: &str,
+    (cin, cout): (usize, usize),
+    inputs: TVec<TValue>,
+    run: impl Fn(&[f32], usize, usize, &mut [f32]),
+) -> TractResult<TVec<TValue>> {
+    let input = args_1!(inputs);
+    let shape: TVec<usize> = input.shape().into();
+    let rank = shape.len();
+    ensure!(rank >= 3 && shape[rank - 3] == cin, "{op}: input {shape:?} for {cin} channels");
+    let (h, w) = (shape[rank - 2], shape[rank - 1]);
+    let input = input.to_plain_array_view::<f32>()?;
+    let input = input.as_slice().with_context(|| format!("{op} needs a contiguous input"))?;
+    let mut out_shape = shape.clone();
+    out_shape[rank - 3] = cout;
+    let mut output = Tensor::zero::<f32>(&out_shape)?;
+    {
+        let mut plain = output.try_as_plain_ram_mut()?;
+        let out = plain.as_slice_mut::<f32>()?;
+        for (image, out) in input.chunks_exact(cin * h * w).zip(out.chunks_exact_mut(cout * h * w)) {
+            run(image, h, w, out);
+        }
+    }
+    Ok(tvec!(output.into_tvalue()))
+}
+
+/// The output fact of the 3×3 ops: the input's shape with `cout` channels.
+pub(crate) fn image_facts(cout: usize, inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
+    let mut shape = inputs[0].shape.to_tvec();
+    let rank = shape.len();
+    shape[rank - 3] = cout.to_dim();
+    Ok(tvec!(f32::fact(shape)))
 }
 
 /// `Bᵀ d` for one column of a 6×6 tile (`d[k]`: the k-th row's values), the input transform's
