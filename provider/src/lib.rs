@@ -187,8 +187,10 @@ struct Model {
 /// A failure before it becomes a wasi-nn error resource.
 type Failure = (ErrorCode, String);
 
+/// A model loaded while serving (not baked): prepared without Winograd, whose weight
+/// transform would cost more per load than it saves in one inference.
 fn load_onnx(bytes: &[u8]) -> Result<Model, errors_api::Error> {
-    parse_onnx(bytes).and_then(prepare).map_err(|(code, message)| error(code, message))
+    parse_onnx(bytes).and_then(|m| prepare(m, false)).map_err(|(code, message)| error(code, message))
 }
 
 /// Read an ONNX graph (tract keeps no reference to `bytes`).
@@ -198,8 +200,10 @@ fn parse_onnx(bytes: &[u8]) -> Result<InferenceModel, Failure> {
         .map_err(|e| (ErrorCode::InvalidEncoding, format!("tract cannot read the ONNX model: {e:#}")))
 }
 
-/// Optimise a graph into a runnable plan.
-fn prepare(model: InferenceModel) -> Result<Model, Failure> {
+/// Optimise a graph into a runnable plan; `baking`: for the snapshot, so worth a costlier
+/// preparation (Winograd's weight transform) for faster inferences.
+#[cfg_attr(not(all(target_arch = "wasm32", target_feature = "simd128")), allow(unused_variables))]
+fn prepare(model: InferenceModel, baking: bool) -> Result<Model, Failure> {
     let inputs = model
         .input_outlets()
         .map_err(|e| (ErrorCode::RuntimeError, format!("{e:#}")))?
@@ -218,7 +222,7 @@ fn prepare(model: InferenceModel) -> Result<Model, Failure> {
         .and_then(|mut m| {
             #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
             if winograd::ENABLED.load(Ordering::Relaxed) {
-                winograd::winograd_convs(&mut m)?;
+                winograd::winograd_convs(&mut m, baking)?;
             }
             m.into_optimized()
         })
@@ -449,7 +453,7 @@ impl bindings::Guest for Provider {
         // The file's bytes are freed before tract optimises (a lower peak of memory).
         let model = read_model_raw(&name)
             .and_then(|bytes| parse_onnx(&bytes).map_err(|(_, message)| message))
-            .and_then(|parsed| prepare(parsed).map_err(|(_, message)| message))
+            .and_then(|parsed| prepare(parsed, true).map_err(|(_, message)| message))
             .unwrap_or_else(|e| panic!("wizer-initialize: cannot bake {name:?}: {e}"));
         FILL_ON_FREE.store(false, Ordering::Relaxed);
         let _ = BAKED.set((name, Arc::new(model)));

@@ -9,7 +9,8 @@
 //! at 416×416 that is ~1.7 GFLOP of GEMM instead of ~5.2 (3.1× fewer; less than 4× because 13×13
 //! maps pad to 16×16), plus the transforms (~15-20 % of the op's time, measured).
 //!
-//! [`winograd_convs`] rewrites a decluttered model: every f32 `Conv` with a 3×3 kernel, stride
+//! [`winograd_convs`] rewrites a decluttered model (the baked one: a model loaded while
+//! serving would pay the weight transform on every load): every f32 `Conv` with a 3×3 kernel, stride
 //! and dilation 1, one group, padding 1 on every side, at least [`MIN_CHANNELS`] input channels
 //! and a multiple of 4 output channels, and constant weights and bias, becomes a [`Winograd3x3`]
 //! node (its weights transformed once, at load or bake time). A `LeakyRelu` that is the
@@ -430,10 +431,10 @@ fn constant(model: &TypedModel, outlet: OutletId) -> Option<Vec<f32>> {
     Some(view.iter().copied().collect())
 }
 
-/// The op for conv node `id`, if it is a 3×3 convolution this module computes ([`Winograd3x3`],
-/// or [`Direct3x3`] under [`MIN_CHANNELS`] input channels), and the outlet it replaces (the
-/// convolution's, or that of the leaky ReLU folded in).
-fn conv3x3_for(model: &TypedModel, id: usize) -> TractResult<Option<(Box<dyn TypedOp>, OutletId)>> {
+/// The op for conv node `id`, if it is a 3×3 convolution this module computes ([`Winograd3x3`]
+/// when `winograd`, or [`Direct3x3`] under [`MIN_CHANNELS`] input channels), and the outlet it
+/// replaces (the convolution's, or that of the leaky ReLU folded in).
+fn conv3x3_for(model: &TypedModel, id: usize, winograd: bool) -> TractResult<Option<(Box<dyn TypedOp>, OutletId)>> {
     let node = model.node(id);
     let Some(conv) = node.op_as::<Conv>() else { return Ok(None) };
     let spec = &conv.pool_spec;
@@ -461,7 +462,8 @@ fn conv3x3_for(model: &TypedModel, id: usize) -> TractResult<Option<(Box<dyn Typ
             PaddingSpec::SameUpper | PaddingSpec::SameLower => true,
             PaddingSpec::Valid => false,
         }
-        && cout.is_multiple_of(4);
+        && cout.is_multiple_of(4)
+        && (winograd || cin < MIN_CHANNELS);
     if !fits {
         return Ok(None);
     }
@@ -491,12 +493,13 @@ fn conv3x3_for(model: &TypedModel, id: usize) -> TractResult<Option<(Box<dyn Typ
     Ok(Some((op, replaced)))
 }
 
-/// Replace every convolution of the decluttered `model` that [`Winograd3x3`] or [`Direct3x3`]
-/// computes; returns how many.
-pub fn winograd_convs(model: &mut TypedModel) -> TractResult<usize> {
+/// Replace every convolution of the decluttered `model` that [`Winograd3x3`] (only when
+/// `winograd`: its weight transform costs ~0.8 s for yolov3-tiny, paid once by a bake, but by
+/// every request that loads a model) or [`Direct3x3`] computes; returns how many.
+pub fn winograd_convs(model: &mut TypedModel, winograd: bool) -> TractResult<usize> {
     let mut count = 0;
     for id in model.eval_order()? {
-        let Some((op, replaced)) = conv3x3_for(model, id)? else { continue };
+        let Some((op, replaced)) = conv3x3_for(model, id, winograd)? else { continue };
         let mut patch = TypedModelPatch::default();
         let input = patch.tap_model(model, model.node(id).inputs[0])?;
         let name = model.node(replaced.node).name.clone();
@@ -611,8 +614,11 @@ pub(crate) mod tests {
                 out.to_plain_array_view::<f32>().unwrap().iter().copied().collect::<Vec<f32>>()
             };
             let want = run(conv_model(cin, cout, h, w, &kernel, &bias));
+            // A model loaded while serving keeps tract's lowering where Winograd would apply.
+            let mut served = conv_model(cin, cout, h, w, &kernel, &bias).into_decluttered().unwrap();
+            assert_eq!(winograd_convs(&mut served, false).unwrap(), usize::from(!winograd));
             let mut model = conv_model(cin, cout, h, w, &kernel, &bias).into_decluttered().unwrap();
-            assert_eq!(winograd_convs(&mut model).unwrap(), 1);
+            assert_eq!(winograd_convs(&mut model, true).unwrap(), 1);
             assert!(model.nodes().iter().any(|n| n.op_is::<Winograd3x3>() == winograd));
             assert!(model.nodes().iter().any(|n| n.op_is::<Direct3x3>() != winograd));
             assert!(!model.nodes().iter().any(|n| n.op_is::<Conv>() || leaky_alpha(n).is_some()), "{model}");
