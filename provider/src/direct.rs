@@ -16,7 +16,8 @@ use std::sync::Arc;
 use core::arch::wasm32::*;
 use tract_onnx::tract_core::internal::*;
 
-use crate::winograd::{eval_images, image_facts};
+use crate::gemm::madd;
+use crate::winograd::{eval_images, image_facts, leaky, load, store_first};
 
 /// Output pixels computed side by side: 2 vectors of 4.
 const PIXELS: usize = 8;
@@ -88,7 +89,6 @@ impl Direct3x3 {
         assert!(
             padded.len() >= cin * ph * pw && output.len() >= self.cout * h * w && pw >= w.next_multiple_of(PIXELS) + 4
         );
-        let zero = f32x4_splat(0.0);
         let alpha = self.alpha.map(|a| f32x4_splat(a));
         for group in 0..self.cout / 4 {
             let weights = &self.weights[group * cin * 9 * 4..][..cin * 9 * 4];
@@ -114,11 +114,14 @@ impl Direct3x3 {
                     let n = (w - x).min(PIXELS);
                     for (r, [lo, hi]) in acc.into_iter().enumerate() {
                         let [lo, hi] = match alpha {
-                            Some(a) => [lo, hi].map(|v| v128_bitselect(v, f32x4_mul(a, v), f32x4_gt(v, zero))),
+                            Some(a) => [leaky(lo, a), leaky(hi, a)],
                             None => [lo, hi],
                         };
                         let out = &mut output[((group * 4 + r) * h + y) * w + x..][..n];
-                        store_first(out, lo, hi);
+                        store_first(out, lo, n);
+                        if n > 4 {
+                            store_first(&mut out[4..], hi, n - 4);
+                        }
                     }
                 }
             }
@@ -134,43 +137,6 @@ fn splat<const L: usize>(v: v128) -> v128 {
         1 => i32x4_shuffle::<1, 1, 1, 1>(v, v),
         2 => i32x4_shuffle::<2, 2, 2, 2>(v, v),
         _ => i32x4_shuffle::<3, 3, 3, 3>(v, v),
-    }
-}
-
-/// `a * b + c`, fused where the engine can.
-///
-/// # Safety
-/// The CPU runs relaxed SIMD (Wasmtime's default); inlined into [`Direct3x3::convolve`].
-#[inline(always)]
-unsafe fn madd(a: v128, b: v128, c: v128) -> v128 {
-    f32x4_relaxed_madd(a, b, c)
-}
-
-#[inline(always)]
-fn load(s: &[f32]) -> v128 {
-    let s = &s[..4];
-    // SAFETY: `s` has 4 values; wasm loads need no alignment.
-    unsafe { v128_load(s.as_ptr() as *const v128) }
-}
-
-/// Store the 8 values `lo`, `hi` into `out` (its first `out.len()` ≤ 8 of them).
-#[inline(always)]
-fn store_first(out: &mut [f32], lo: v128, hi: v128) {
-    if out.len() == PIXELS {
-        // SAFETY: `out` has room for 8 values; wasm stores need no alignment.
-        unsafe {
-            v128_store(out.as_mut_ptr() as *mut v128, lo);
-            v128_store(out.as_mut_ptr().add(4) as *mut v128, hi);
-        }
-    } else {
-        let mut all = [0f32; PIXELS];
-        // SAFETY: `all` holds 8 values.
-        unsafe {
-            v128_store(all.as_mut_ptr() as *mut v128, lo);
-            v128_store(all.as_mut_ptr().add(4) as *mut v128, hi);
-        }
-        let n = out.len();
-        out.copy_from_slice(&all[..n]);
     }
 }
 

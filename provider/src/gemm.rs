@@ -20,9 +20,9 @@
 //! Off wasm32 nothing is registered and tract keeps its own kernels.
 
 #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
-pub(crate) use wasm::add_mat_mul;
-#[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
 pub use wasm::select;
+#[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+pub(crate) use wasm::{add_mat_mul, madd};
 
 #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
 mod wasm {
@@ -95,8 +95,12 @@ mod wasm {
     }
 
     /// `a * b + c`, fused where the engine can.
+    ///
+    /// # Safety
+    /// The CPU runs relaxed SIMD (Wasmtime's default): call it from a function compiled with
+    /// `relaxed-simd`.
     #[inline(always)]
-    unsafe fn madd(a: v128, b: v128, c: v128) -> v128 {
+    pub(crate) unsafe fn madd(a: v128, b: v128, c: v128) -> v128 {
         f32x4_relaxed_madd(a, b, c)
     }
 

@@ -236,8 +236,9 @@ fn at(m: [v128; 6]) -> [v128; 4] {
     ]
 }
 
+/// 4 values from the start of `s`.
 #[inline(always)]
-fn load(s: &[f32]) -> v128 {
+pub(crate) fn load(s: &[f32]) -> v128 {
     let s = &s[..4];
     // SAFETY: `s` has 4 values; wasm loads need no alignment.
     unsafe { v128_load(s.as_ptr() as *const v128) }
@@ -252,13 +253,19 @@ fn store(d: &mut [f32], v: v128) {
 
 /// Store the first `n` (≤ 4) lanes of `v`.
 #[inline(always)]
-fn store_first(d: &mut [f32], v: v128, n: usize) {
+pub(crate) fn store_first(d: &mut [f32], v: v128, n: usize) {
     if n >= 4 {
         store(d, v);
     } else {
         let lanes = [f32x4_extract_lane::<0>(v), f32x4_extract_lane::<1>(v), f32x4_extract_lane::<2>(v)];
         d[..n].copy_from_slice(&lanes[..n]);
     }
+}
+
+/// Leaky ReLU of slope `alpha` (splat) on every lane.
+#[inline(always)]
+pub(crate) fn leaky(v: v128, alpha: v128) -> v128 {
+    v128_bitselect(v, f32x4_mul(alpha, v), f32x4_gt(v, f32x4_splat(0.0)))
 }
 
 /// The columns of four 4-wide groups laid side by side (`a`..`e`: 20 consecutive values of a
@@ -399,7 +406,7 @@ fn output_transform(
                     let mut values = at(row).map(|v| f32x4_add(v, b));
                     if let Some(alpha) = alpha {
                         let alpha = f32x4_splat(alpha);
-                        values = values.map(|v| v128_bitselect(v, f32x4_mul(alpha, v), f32x4_gt(v, zero)));
+                        values = values.map(|v| leaky(v, alpha));
                     }
                     // One vector per tile: its 4 values of the row.
                     for (l, tile) in transpose(values).into_iter().enumerate() {
