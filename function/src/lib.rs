@@ -26,9 +26,9 @@ use image::RgbImage;
 use spin_sdk::http::{Method, Request, Response};
 use spin_sdk::http_component;
 use yolo_core::batch::{DEFAULT_MAX_BATCH, parse_batch_request};
-use yolo_core::decode::{DecodeLimits, Decoded, decode_rgb, decode_rgb_for_input};
+use yolo_core::decode::{DecodeLimits, decode_rgb_for_input};
 use yolo_core::letterbox::letterbox_reduced_le_bytes;
-use yolo_core::options::{Annotate, DetectOptions};
+use yolo_core::options::{Annotate, DecodeMode, DetectOptions};
 use yolo_core::postprocess::detections;
 use yolo_core::request::parse_detect_request;
 use yolo_core::response::DetectResponse;
@@ -215,11 +215,8 @@ fn detect_one(
     let meta = &model.metadata;
     let input_size = (meta.input.width, meta.input.height);
     // An annotated answer draws on the whole image; otherwise a large JPEG may decode reduced.
-    let decoded = if keep_image {
-        Decoded::whole(decode_rgb(image, limits)?)
-    } else {
-        decode_rgb_for_input(image, limits, input_size, options.decode)?
-    };
+    let mode = if keep_image { DecodeMode::Full } else { options.decode };
+    let decoded = decode_rgb_for_input(image, limits, input_size, mode)?;
     timings.mark("decode");
     let (width, height) = (decoded.width, decoded.height);
     let (input, geometry) =
