@@ -67,15 +67,13 @@ def main() -> int:
     coffee = Image.open(out / "coffee.png").convert("RGB")
     coffee.save(out / "coffee.webp", lossless=True)
     coffee.save(out / "coffee.jpg", quality=95)
-    # A 1280x720 photograph (16:9, like a camera frame): motorcycle_left scaled and cropped.
+    # 16:9 photographs (like camera frames): motorcycle_left scaled and cropped, at 1280x720
+    # and at 2560x1440 (over four times the model input: large enough to decode reduced).
     moto = Image.open(out / "motorcycle_left.png").convert("RGB")
-    scaled = moto.resize((1280, round(moto.height * 1280 / moto.width)), Image.Resampling.LANCZOS)
-    top = (scaled.height - 720) // 2
-    scaled.crop((0, top, 1280, top + 720)).save(out / "large.jpg", quality=90)
-    # The same at 2560x1440, over four times the model input: large enough to decode reduced.
-    scaled = moto.resize((2560, round(moto.height * 2560 / moto.width)), Image.Resampling.LANCZOS)
-    top = (scaled.height - 1440) // 2
-    scaled.crop((0, top, 2560, top + 1440)).save(out / "xlarge.jpg", quality=90)
+    for name, width, height in [("large.jpg", 1280, 720), ("xlarge.jpg", 2560, 1440)]:
+        scaled = moto.resize((width, round(moto.height * width / moto.width)), Image.Resampling.LANCZOS)
+        top = (scaled.height - height) // 2
+        scaled.crop((0, top, width, top + height)).save(out / name, quality=90)
     # Lossless copy of a JPEG: both pipelines then see the same pixels (JPEG decoders differ).
     Image.open(out / "grace_hopper.jpg").convert("RGB").save(out / "grace_hopper.png")
     print("  coffee.webp, coffee.jpg, large.jpg, xlarge.jpg, grace_hopper.png (derived)")
