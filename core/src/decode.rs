@@ -367,6 +367,16 @@ mod tests {
         }
     }
 
+    /// A CMYK JPEG (Pillow's: Adobe marker, inverted values) decodes to the RGB Pillow gives.
+    #[test]
+    fn cmyk_jpegs_decode_to_rgb() {
+        let rgb = decode_rgb(include_bytes!("../testdata/pillow-cmyk-16x8.jpg"), DecodeLimits::default()).unwrap();
+        assert_eq!(rgb.dimensions(), (16, 8));
+        let near = |p: &Rgb<u8>, want: [u8; 3]| p.0.iter().zip(want).all(|(&a, b)| a.abs_diff(b) <= 8);
+        assert!(near(rgb.get_pixel(2, 4), [0, 255, 255]), "cyan half: {:?}", rgb.get_pixel(2, 4));
+        assert!(near(rgb.get_pixel(13, 4), [0, 0, 0]), "black half: {:?}", rgb.get_pixel(13, 4));
+    }
+
     /// A grey JPEG takes the `image` crate's path: grey expanded to RGB.
     #[test]
     fn grey_jpegs_are_expanded() {

@@ -7,7 +7,9 @@
 //! cargo run --release -p yolo-edge --example wasi_run -- COMPONENT.wasm [ARGS...]
 //! ```
 //!
-//! With `WASI_RUN_FUEL` set it also prints the fuel the run consumed (to stderr).
+//! With `WASI_RUN_FUEL` set it also prints the fuel the run consumed (to stderr). With
+//! `WASI_RUN_PERFMAP` set it writes `/tmp/perf-PID.map`, so that `perf record` / `perf report`
+//! name the guest's functions (build the guest with symbols: `--release`, not `--profile wasm`).
 
 use anyhow::Context;
 use wasmtime::component::{Component, Linker, ResourceTable};
@@ -33,6 +35,9 @@ async fn main() -> anyhow::Result<()> {
     let fuel = std::env::var_os("WASI_RUN_FUEL").is_some();
     let mut config = Config::new();
     config.consume_fuel(fuel);
+    if std::env::var_os("WASI_RUN_PERFMAP").is_some() {
+        config.profiler(wasmtime::ProfilingStrategy::PerfMap);
+    }
     let engine = Engine::new(&config).map_err(anyhow::Error::from)?;
     let component = Component::from_file(&engine, path)
         .map_err(|e| anyhow::Error::from(e).context(format!("cannot load {path}")))?;
