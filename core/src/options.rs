@@ -125,7 +125,7 @@ impl Default for DetectOptions {
             classes: None,
             model: None,
             annotate: None,
-            decode: DecodeMode::Auto,
+            decode: DecodeMode::default(),
         }
     }
 }

@@ -8,7 +8,7 @@
 //! for 4 output channels × 8 adjacent pixels, 27 taps of 2 input vectors and 4 broadcast
 //! weights each, then bias, leaky ReLU and one store per row of 8: no intermediate matrix.
 //!
-//! [`crate::winograd::winograd_convs`] installs a [`Direct3x3`] for the 3×3 convolutions with
+//! [`crate::winograd::conv3x3_ops`] installs a [`Direct3x3`] for the 3×3 convolutions with
 //! fewer than [`crate::winograd::MIN_CHANNELS`] input channels.
 
 use std::sync::Arc;
@@ -16,8 +16,8 @@ use std::sync::Arc;
 use core::arch::wasm32::*;
 use tract_onnx::tract_core::internal::*;
 
-use crate::gemm::madd;
-use crate::winograd::{eval_images, image_facts, leaky, load, store_first};
+use crate::gemm::{leaky, madd, splat};
+use crate::winograd::{eval_images, image_facts, load, store_first};
 
 /// Output pixels computed side by side: 2 vectors of 4.
 const PIXELS: usize = 8;
@@ -126,17 +126,6 @@ impl Direct3x3 {
                 }
             }
         }
-    }
-}
-
-/// Lane `L` of `v` in every lane.
-#[inline(always)]
-fn splat<const L: usize>(v: v128) -> v128 {
-    match L {
-        0 => i32x4_shuffle::<0, 0, 0, 0>(v, v),
-        1 => i32x4_shuffle::<1, 1, 1, 1>(v, v),
-        2 => i32x4_shuffle::<2, 2, 2, 2>(v, v),
-        _ => i32x4_shuffle::<3, 3, 3, 3>(v, v),
     }
 }
 

@@ -22,7 +22,7 @@
 #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
 pub use wasm::select;
 #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
-pub(crate) use wasm::{add_mat_mul, madd};
+pub(crate) use wasm::{add_mat_mul, leaky, madd, splat};
 
 #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
 mod wasm {
@@ -104,6 +104,23 @@ mod wasm {
         f32x4_relaxed_madd(a, b, c)
     }
 
+    /// Lane `L` of `v` in every lane.
+    #[inline(always)]
+    pub(crate) fn splat<const L: usize>(v: v128) -> v128 {
+        match L {
+            0 => i32x4_shuffle::<0, 0, 0, 0>(v, v),
+            1 => i32x4_shuffle::<1, 1, 1, 1>(v, v),
+            2 => i32x4_shuffle::<2, 2, 2, 2>(v, v),
+            _ => i32x4_shuffle::<3, 3, 3, 3>(v, v),
+        }
+    }
+
+    /// Leaky ReLU of slope `alpha` (splat) on every lane.
+    #[inline(always)]
+    pub(crate) fn leaky(v: v128, alpha: v128) -> v128 {
+        v128_bitselect(v, f32x4_mul(alpha, v), f32x4_gt(v, f32x4_splat(0.0)))
+    }
+
     /// Apply `f(operand_of_row, accumulator)` to both halves of each row.
     #[inline(always)]
     fn per_row(acc: &mut [[v128; 2]; MR], rows: *const f32, f: impl Fn(v128, v128) -> v128) {
@@ -153,13 +170,13 @@ mod wasm {
         // SAFETY: the caller keeps `i` below the panels' k.
         let (a, b0, b1) =
             unsafe { (v128_load(pa.add(i)), v128_load(pb.add(stride * i)), v128_load(pb.add(stride * i + 1))) };
-        let s = i32x4_shuffle::<0, 0, 0, 0>(a, a);
+        let s = splat::<0>(a);
         c[0] = [unsafe { madd(s, b0, c[0][0]) }, unsafe { madd(s, b1, c[0][1]) }];
-        let s = i32x4_shuffle::<1, 1, 1, 1>(a, a);
+        let s = splat::<1>(a);
         c[1] = [unsafe { madd(s, b0, c[1][0]) }, unsafe { madd(s, b1, c[1][1]) }];
-        let s = i32x4_shuffle::<2, 2, 2, 2>(a, a);
+        let s = splat::<2>(a);
         c[2] = [unsafe { madd(s, b0, c[2][0]) }, unsafe { madd(s, b1, c[2][1]) }];
-        let s = i32x4_shuffle::<3, 3, 3, 3>(a, a);
+        let s = splat::<3>(a);
         c[3] = [unsafe { madd(s, b0, c[3][0]) }, unsafe { madd(s, b1, c[3][1]) }];
     }
 
@@ -227,9 +244,7 @@ mod wasm {
                     FusedKerSpec::ScalarMul(s) => each(&mut acc, |a| f32x4_mul(f32x4_splat(s), a)),
                     FusedKerSpec::ScalarSub(s) => each(&mut acc, |a| f32x4_sub(f32x4_splat(s), a)),
                     FusedKerSpec::ScalarSubF(s) => each(&mut acc, |a| f32x4_sub(a, f32x4_splat(s))),
-                    FusedKerSpec::LeakyRelu(alpha) => {
-                        each(&mut acc, |a| v128_bitselect(a, f32x4_mul(f32x4_splat(alpha), a), f32x4_gt(a, zero)))
-                    }
+                    FusedKerSpec::LeakyRelu(alpha) => each(&mut acc, |a| leaky(a, f32x4_splat(alpha))),
                     FusedKerSpec::PerRowMin(rows) => per_row(&mut acc, rows, |s, a| f32x4_min(s, a)),
                     FusedKerSpec::PerRowMax(rows) => per_row(&mut acc, rows, |s, a| f32x4_max(s, a)),
                     FusedKerSpec::PerRowAdd(rows) => per_row(&mut acc, rows, |s, a| f32x4_add(s, a)),

@@ -222,7 +222,7 @@ fn prepare(model: InferenceModel, baking: bool) -> Result<Model, Failure> {
         .and_then(|mut m| {
             #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
             if winograd::ENABLED.load(Ordering::Relaxed) {
-                winograd::winograd_convs(&mut m, baking)?;
+                winograd::conv3x3_ops(&mut m, baking)?;
             }
             m.into_optimized()
         })

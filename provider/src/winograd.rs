@@ -9,7 +9,7 @@
 //! at 416×416 that is ~1.7 GFLOP of GEMM instead of ~5.2 (3.1× fewer; less than 4× because 13×13
 //! maps pad to 16×16), plus the transforms (~15-20 % of the op's time, measured).
 //!
-//! [`winograd_convs`] rewrites a decluttered model (the baked one: a model loaded while
+//! [`conv3x3_ops`] rewrites a decluttered model (the baked one: a model loaded while
 //! serving would pay the weight transform on every load): every f32 `Conv` with a 3×3 kernel, stride
 //! and dilation 1, one group, padding 1 on every side, at least [`MIN_CHANNELS`] input channels
 //! and a multiple of 4 output channels, and constant weights and bias, becomes a [`Winograd3x3`]
@@ -37,13 +37,13 @@ use tract_onnx::tract_core::ops::element_wise::ElementWiseOp;
 use tract_onnx::tract_core::ops::nn::{DataFormat, LeakyRelu};
 
 use crate::direct::Direct3x3;
-use crate::gemm;
+use crate::gemm::{self, leaky};
 
 /// Convolutions with fewer input channels are computed directly ([`Direct3x3`]): their GEMMs
 /// are too thin for the transforms to pay (yolov3-tiny's first layer has 3).
 pub const MIN_CHANNELS: usize = 8;
 
-/// Whether models prepared from now on get [`winograd_convs`] (else tract's im2col lowering for
+/// Whether models prepared from now on get [`conv3x3_ops`] (else tract's im2col lowering for
 /// every convolution).
 pub static ENABLED: AtomicBool = AtomicBool::new(true);
 
@@ -287,12 +287,6 @@ pub(crate) fn store_first(d: &mut [f32], v: v128, n: usize) {
         let lanes = [f32x4_extract_lane::<0>(v), f32x4_extract_lane::<1>(v), f32x4_extract_lane::<2>(v)];
         d[..n].copy_from_slice(&lanes[..n]);
     }
-}
-
-/// Leaky ReLU of slope `alpha` (splat) on every lane.
-#[inline(always)]
-pub(crate) fn leaky(v: v128, alpha: v128) -> v128 {
-    v128_bitselect(v, f32x4_mul(alpha, v), f32x4_gt(v, f32x4_splat(0.0)))
 }
 
 /// The columns of four 4-wide groups laid side by side (`a`..`e`: 20 consecutive values of a
@@ -560,14 +554,14 @@ fn conv3x3_for(model: &TypedModel, id: usize, winograd: bool) -> TractResult<Opt
 /// Replace every convolution of the decluttered `model` that [`Winograd3x3`] (only when
 /// `winograd`: its weight transform costs ~0.8 s for yolov3-tiny, paid once by a bake, but by
 /// every request that loads a model) or [`Direct3x3`] computes; returns how many.
-pub fn winograd_convs(model: &mut TypedModel, winograd: bool) -> TractResult<usize> {
+pub fn conv3x3_ops(model: &mut TypedModel, winograd: bool) -> TractResult<usize> {
     let mut count = 0;
     for id in model.eval_order()? {
         let Some((op, replaced)) = conv3x3_for(model, id, winograd)? else { continue };
         let mut patch = TypedModelPatch::default();
         let input = patch.tap_model(model, model.node(id).inputs[0])?;
         let name = model.node(replaced.node).name.clone();
-        let wire = patch.wire_node(format!("{name}.winograd"), op, &[input])?[0];
+        let wire = patch.wire_node(format!("{name}.conv3x3"), op, &[input])?[0];
         patch.shunt_outside(model, replaced, wire)?;
         patch.apply(model)?;
         count += 1;
@@ -690,9 +684,9 @@ pub(crate) mod tests {
             let want = run(conv_model(cin, cout, h, w, &kernel, &bias));
             // A model loaded while serving keeps tract's lowering where Winograd would apply.
             let mut served = conv_model(cin, cout, h, w, &kernel, &bias).into_decluttered().unwrap();
-            assert_eq!(winograd_convs(&mut served, false).unwrap(), usize::from(!winograd));
+            assert_eq!(conv3x3_ops(&mut served, false).unwrap(), usize::from(!winograd));
             let mut model = conv_model(cin, cout, h, w, &kernel, &bias).into_decluttered().unwrap();
-            assert_eq!(winograd_convs(&mut model, true).unwrap(), 1);
+            assert_eq!(conv3x3_ops(&mut model, true).unwrap(), 1);
             assert!(model.nodes().iter().any(|n| n.op_is::<Winograd3x3>() == winograd));
             assert!(model.nodes().iter().any(|n| n.op_is::<Direct3x3>() != winograd));
             assert!(!model.nodes().iter().any(|n| n.op_is::<Conv>() || leaky_alpha(n).is_some()), "{model}");
