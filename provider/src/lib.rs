@@ -228,6 +228,8 @@ fn prepare(model: InferenceModel, baking: bool) -> Result<Model, Failure> {
         })
         .and_then(|mut m| {
             pool::fast_pools(&mut m)?;
+            #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+            direct::fuse_pools(&mut m)?;
             m.into_runnable()
         })
         .map_err(|e| (ErrorCode::RuntimeError, format!("tract cannot prepare the model: {e:#}")))?;

@@ -182,13 +182,13 @@ impl EvalOp for Winograd3x3 {
     op_out_of_plan!();
 
     fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
-        eval_images("Winograd3x3", (self.cin, self.cout), inputs, |image, h, w, out| self.run(image, h, w, out))
+        eval_images("Winograd3x3", (self.cin, self.cout, 1), inputs, |image, h, w, out| self.run(image, h, w, out))
     }
 }
 
 impl TypedOp for Winograd3x3 {
     fn output_facts(&self, inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
-        image_facts(self.cout, inputs)
+        image_facts(self.cout, 1, inputs)
     }
 
     as_op!();
@@ -196,10 +196,10 @@ impl TypedOp for Winograd3x3 {
 
 /// The `eval` of the 3×3 ops ([`Winograd3x3`], [`Direct3x3`]): check the input (`[N, cin, H,
 /// W]` or `[cin, H, W]`, f32, contiguous) and `run(image, h, w, output)` for each image into an
-/// output of `cout` channels.
+/// output of `cout` channels of `H / shrink × W / shrink` (`shrink` 2: a max pool is fused in).
 pub(crate) fn eval_images(
     op: &str,
-    (cin, cout): (usize, usize),
+    (cin, cout, shrink): (usize, usize, usize),
     inputs: TVec<TValue>,
     run: impl Fn(&[f32], usize, usize, &mut [f32]),
 ) -> TractResult<TVec<TValue>> {
@@ -208,26 +208,33 @@ pub(crate) fn eval_images(
     let rank = shape.len();
     ensure!(rank >= 3 && shape[rank - 3] == cin, "{op}: input {shape:?} for {cin} channels");
     let (h, w) = (shape[rank - 2], shape[rank - 1]);
+    ensure!(h.is_multiple_of(shrink) && w.is_multiple_of(shrink), "{op}: input {shape:?} for a pool of {shrink}");
     let input = input.to_plain_array_view::<f32>()?;
     let input = input.as_slice().with_context(|| format!("{op} needs a contiguous input"))?;
     let mut out_shape = shape.clone();
     out_shape[rank - 3] = cout;
+    out_shape[rank - 2] = h / shrink;
+    out_shape[rank - 1] = w / shrink;
     let mut output = Tensor::zero::<f32>(&out_shape)?;
     {
         let mut plain = output.try_as_plain_ram_mut()?;
         let out = plain.as_slice_mut::<f32>()?;
-        for (image, out) in input.chunks_exact(cin * h * w).zip(out.chunks_exact_mut(cout * h * w)) {
+        let plane = cout * (h / shrink) * (w / shrink);
+        for (image, out) in input.chunks_exact(cin * h * w).zip(out.chunks_exact_mut(plane)) {
             run(image, h, w, out);
         }
     }
     Ok(tvec!(output.into_tvalue()))
 }
 
-/// The output fact of the 3×3 ops: the input's shape with `cout` channels.
-pub(crate) fn image_facts(cout: usize, inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
+/// The output fact of the 3×3 ops: the input's shape with `cout` channels, its height and
+/// width divided by `shrink`.
+pub(crate) fn image_facts(cout: usize, shrink: usize, inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
     let mut shape = inputs[0].shape.to_tvec();
     let rank = shape.len();
     shape[rank - 3] = cout.to_dim();
+    shape[rank - 2] = shape[rank - 2].clone() / shrink;
+    shape[rank - 1] = shape[rank - 1].clone() / shrink;
     Ok(tvec!(f32::fact(shape)))
 }
 
