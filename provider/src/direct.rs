@@ -23,7 +23,7 @@ use tract_onnx::tract_core::internal::*;
 
 use crate::gemm::{leaky, madd, splat};
 use crate::pool::MaxPool2x2S2;
-use crate::winograd::{eval_images, image_facts, load, store_first};
+use crate::winograd::{Winograd3x3, eval_images, image_facts, load, store_first};
 
 /// Output pixels computed side by side: 2 vectors of 4.
 const PIXELS: usize = 8;
@@ -71,6 +71,12 @@ impl Direct3x3 {
             }
         }
         Ok(Self { cin, cout, weights: Arc::new(weights), bias: Arc::new(bias), alpha, pool: false })
+    }
+
+    /// The same op with a 2×2, stride-2 max pool of its output folded in, if it can take one
+    /// (no pool yet, and no activation that a pool would not commute with).
+    pub fn pooled(&self) -> Option<Self> {
+        (!self.pool && self.alpha.is_none_or(|a| a >= 0.0)).then(|| Direct3x3 { pool: true, ..self.clone() })
     }
 
     /// Convolve one image, `input` `[cin][h][w]`, into `output` `[cout][h][w]` (`[cout][h /
@@ -235,9 +241,10 @@ impl TypedOp for Direct3x3 {
     as_op!();
 }
 
-/// Fold each [`MaxPool2x2S2`] of the optimised `model` whose input is a [`Direct3x3`]'s output
-/// and nothing else's into that convolution (yolov3-tiny's first layer: its 16 × 416 × 416
-/// output, 11 MB, is then never written nor read again); returns how many.
+/// Fold each [`MaxPool2x2S2`] of the optimised `model` whose input is a 3×3 op's output
+/// ([`Direct3x3`], [`Winograd3x3`]) and nothing else's into that op: its full-size output is
+/// then never written nor read again (yolov3-tiny's first layer: 16 × 416 × 416, 11 MB);
+/// returns how many.
 pub fn fuse_pools(model: &mut TypedModel) -> TractResult<usize> {
     let mut count = 0;
     for id in model.eval_order()? {
@@ -246,15 +253,20 @@ pub fn fuse_pools(model: &mut TypedModel) -> TractResult<usize> {
             continue;
         }
         let source = node.inputs[0];
-        let Some(conv) = model.node(source.node).op_as::<Direct3x3>() else { continue };
-        if conv.pool || model.outlet_successors(source).len() != 1 || model.output_outlets()?.contains(&source) {
+        let producer = model.node(source.node);
+        let fused: Box<dyn TypedOp> = if let Some(op) = producer.op_as::<Direct3x3>().and_then(Direct3x3::pooled) {
+            Box::new(op)
+        } else if let Some(op) = producer.op_as::<Winograd3x3>().and_then(Winograd3x3::pooled) {
+            Box::new(op)
+        } else {
+            continue;
+        };
+        if model.outlet_successors(source).len() != 1 || model.output_outlets()?.contains(&source) {
             continue;
         }
-        let fused = Direct3x3 { pool: true, ..conv.clone() };
         let mut patch = TypedModelPatch::default();
-        let input = patch.tap_model(model, model.node(source.node).inputs[0])?;
-        let name = format!("{}.pooled", model.node(source.node).name);
-        let wire = patch.wire_node(name, fused, &[input])?[0];
+        let input = patch.tap_model(model, producer.inputs[0])?;
+        let wire = patch.wire_node(format!("{}.pooled", producer.name), fused, &[input])?[0];
         patch.shunt_outside(model, OutletId::new(id, 0), wire)?;
         patch.apply(model)?;
         count += 1;
@@ -311,24 +323,36 @@ mod tests {
         }
     }
 
-    /// The pass folds the pool that follows a direct convolution: the plan computes the same.
+    /// The pass folds the pools that follow a direct and a Winograd convolution (and not one
+    /// whose input another node also reads): the plan computes the same.
     #[test]
-    fn fuse_pools_folds_the_first_layers_pool() {
-        let (cin, cout, h, w) = (3, 8, 12, 18);
+    fn fuse_pools_folds_the_pools_after_the_3x3_ops() {
+        let (cin, mid, cout, h, w) = (3, 8, 8, 16, 32);
         let mut model = TypedModel::default();
         let input = model.add_source("input", f32::fact([1, cin, h, w])).unwrap();
-        let op = Direct3x3::new(cin, cout, &values(cout * cin * 9, 13), values(cout, 14), Some(0.1)).unwrap();
-        let conv = model.wire_node("conv", op, &[input]).unwrap();
-        let pool = model.wire_node("pool", MaxPool2x2S2, &conv).unwrap();
-        model.select_output_outlets(&pool).unwrap();
-        let image = Tensor::from_shape(&[1, cin, h, w], &values(cin * h * w, 15)).unwrap();
+        let first = Direct3x3::new(cin, mid, &values(mid * cin * 9, 13), values(mid, 14), Some(0.1)).unwrap();
+        let conv = model.wire_node("first", first, &[input]).unwrap();
+        let pool = model.wire_node("pool1", MaxPool2x2S2, &conv).unwrap();
+        let second = Winograd3x3::new(mid, cout, &values(cout * mid * 9, 15), values(cout, 16), Some(0.1)).unwrap();
+        let conv = model.wire_node("second", second, &pool).unwrap();
+        let pool = model.wire_node("pool2", MaxPool2x2S2, &conv).unwrap();
+        // `second`'s output is also an output of the model: that pool stays.
+        let third = Winograd3x3::new(cout, cout, &values(cout * cout * 9, 17), values(cout, 18), None).unwrap();
+        let conv3 = model.wire_node("third", third, &pool).unwrap();
+        let pool3 = model.wire_node("pool3", MaxPool2x2S2, &conv3).unwrap();
+        model.select_output_outlets(&[pool3[0], conv3[0]]).unwrap();
+        let image = Tensor::from_shape(&[1, cin, h, w], &values(cin * h * w, 19)).unwrap();
         let run = |model: TypedModel| {
-            let out = model.into_runnable().unwrap().run(tvec!(image.clone().into_tvalue())).unwrap().remove(0);
-            (out.shape().to_vec(), out.to_plain_array_view::<f32>().unwrap().iter().copied().collect::<Vec<f32>>())
+            let outs = model.into_runnable().unwrap().run(tvec!(image.clone().into_tvalue())).unwrap();
+            outs.iter()
+                .map(|o| {
+                    (o.shape().to_vec(), o.to_plain_array_view::<f32>().unwrap().iter().copied().collect::<Vec<f32>>())
+                })
+                .collect::<Vec<_>>()
         };
         let want = run(model.clone());
-        assert_eq!(fuse_pools(&mut model).unwrap(), 1);
-        assert!(!model.nodes().iter().any(|n| n.op_is::<MaxPool2x2S2>()), "{model}");
+        assert_eq!(fuse_pools(&mut model).unwrap(), 2);
+        assert_eq!(model.nodes().iter().filter(|n| n.op_is::<MaxPool2x2S2>()).count(), 1, "{model}");
         assert_eq!(run(model), want);
     }
 }

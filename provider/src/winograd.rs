@@ -21,6 +21,10 @@
 //! direct convolution by rounding only (the unit tests bound the difference against a direct
 //! convolution in f64; the end-to-end tests keep their detection tolerances).
 //!
+//! A 2×2, stride-2 max pool that alone reads the output is folded into the output transform
+//! ([`crate::direct::fuse_pools`]): each 4×4 tile gives its 2×2 maxima, so the full-size output
+//! is never stored (yolov3-tiny: the 208×208, 104×104 and 52×52 layers).
+//!
 //! The first layer (3 input channels) is not Winograd's: there it was measured no faster end to
 //! end (407.6 vs 405.9 ms p50 per request, alternated), its output transform costing what the
 //! GEMM saves. The same pass gives convolutions with fewer than [`MIN_CHANNELS`] input channels
@@ -75,11 +79,16 @@ pub struct Winograd3x3 {
     bias: Arc<Vec<f32>>,
     /// The leaky ReLU folded in, if any.
     alpha: Option<f32>,
+    /// A 2×2, stride-2 max pool of the output folded in ([`crate::direct::fuse_pools`]).
+    pool: bool,
 }
 
 impl PartialEq for Winograd3x3 {
     fn eq(&self, other: &Self) -> bool {
-        Arc::ptr_eq(&self.u, &other.u) && Arc::ptr_eq(&self.bias, &other.bias) && self.alpha == other.alpha
+        Arc::ptr_eq(&self.u, &other.u)
+            && Arc::ptr_eq(&self.bias, &other.bias)
+            && self.alpha == other.alpha
+            && self.pool == other.pool
     }
 }
 
@@ -119,7 +128,13 @@ impl Winograd3x3 {
                 }
             }
         }
-        Ok(Winograd3x3 { cin, cout, u: Arc::new(u), bias: Arc::new(bias), alpha })
+        Ok(Winograd3x3 { cin, cout, u: Arc::new(u), bias: Arc::new(bias), alpha, pool: false })
+    }
+
+    /// The same op with a 2×2, stride-2 max pool of its output folded in, if it can take one
+    /// (no pool yet, and no activation that a pool would not commute with).
+    pub fn pooled(&self) -> Option<Self> {
+        (!self.pool && self.alpha.is_none_or(|a| a >= 0.0)).then(|| Winograd3x3 { pool: true, ..self.clone() })
     }
 
     /// Convolve one image, `input` `[cin][h][w]`, into `output` `[cout][h][w]`: the transforms
@@ -145,7 +160,12 @@ impl Winograd3x3 {
             // SAFETY: the buffers have the sizes `multiply` reads and writes; relaxed SIMD is
             // part of Wasmtime's default wasm features (the provider's GEMM kernel needs it too).
             unsafe { multiply(&self.u, &v, &mut m, self.cin, self.cout, cols) };
-            output_transform(&m, &self.bias, self.alpha, self.cout, (h, w), block, cols, output);
+            let activation = (&self.bias[..], self.alpha);
+            if self.pool {
+                output_transform_pooled(&m, activation, self.cout, (h, w), block, cols, output);
+            } else {
+                output_transform(&m, activation, self.cout, (h, w), block, cols, output);
+            }
         }
     }
 }
@@ -182,13 +202,14 @@ impl EvalOp for Winograd3x3 {
     op_out_of_plan!();
 
     fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
-        eval_images("Winograd3x3", (self.cin, self.cout, 1), inputs, |image, h, w, out| self.run(image, h, w, out))
+        let shrink = if self.pool { 2 } else { 1 };
+        eval_images("Winograd3x3", (self.cin, self.cout, shrink), inputs, |image, h, w, out| self.run(image, h, w, out))
     }
 }
 
 impl TypedOp for Winograd3x3 {
     fn output_facts(&self, inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
-        image_facts(self.cout, 1, inputs)
+        image_facts(self.cout, if self.pool { 2 } else { 1 }, inputs)
     }
 
     as_op!();
@@ -424,14 +445,26 @@ unsafe fn multiply(u: &[f32], v: &[f32], m: &mut [f32], cin: usize, cout: usize,
     }
 }
 
+/// `Aᵀ M` for 4 tiles side by side (from column `at` of `m`'s planes, `plane` values apart):
+/// `[row a][column j]`, each a vector over the 4 tiles.
+#[inline(always)]
+fn columns_transformed(m: &[f32], plane: usize, at_col: usize) -> [[v128; 6]; 4] {
+    let mut half = [[f32x4_splat(0.0); 6]; 4];
+    for j in 0..6 {
+        let column = at(core::array::from_fn(|i| load(&m[(i * 6 + j) * plane + at_col..])));
+        for (a, value) in column.into_iter().enumerate() {
+            half[a][j] = value;
+        }
+    }
+    half
+}
+
 /// `Y = Aᵀ M A` (+ bias, leaky ReLU) for every tile of the tile rows `block`, from `m`
 /// (`[point][cout][cols]`) into `output` (`[cout][h][w]`), cropping the tiles at the right and
 /// bottom edges.
-#[allow(clippy::too_many_arguments)]
 fn output_transform(
     m: &[f32],
-    bias: &[f32],
-    alpha: Option<f32>,
+    (bias, alpha): (&[f32], Option<f32>),
     cout: usize,
     (h, w): (usize, usize),
     block: std::ops::Range<usize>,
@@ -440,21 +473,12 @@ fn output_transform(
 ) {
     let tiles_x = w.div_ceil(4);
     let plane = cout * cols;
-    let zero = f32x4_splat(0.0);
     for o in 0..cout {
         let b = f32x4_splat(bias[o]);
         let out = &mut output[o * h * w..][..h * w];
         for (by, ty) in block.clone().enumerate() {
             for tx in (0..tiles_x).step_by(4) {
-                let col = by * tiles_x + tx;
-                // Aᵀ over the points' rows (i), for each of the 6 columns (j), 4 tiles at a time.
-                let mut half = [[zero; 6]; 4];
-                for j in 0..6 {
-                    let column = at(core::array::from_fn(|i| load(&m[(i * 6 + j) * plane + o * cols + col..])));
-                    for (a, value) in column.into_iter().enumerate() {
-                        half[a][j] = value;
-                    }
-                }
+                let half = columns_transformed(m, plane, o * cols + by * tiles_x + tx);
                 for (a, row) in half.into_iter().enumerate() {
                     let y = 4 * ty + a;
                     if y >= h {
@@ -473,6 +497,55 @@ fn output_transform(
                             break;
                         }
                         store_first(&mut out[y * w + x..], tile, w - x);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// [`output_transform`] followed by a 2×2, stride-2 max pool (`h` and `w` even), into `output`
+/// (`[cout][h / 2][w / 2]`): each tile's 4×4 values give 2×2, maxima first, then bias and
+/// leaky ReLU (both monotonic: the same values as pooling the unpooled output).
+fn output_transform_pooled(
+    m: &[f32],
+    (bias, alpha): (&[f32], Option<f32>),
+    cout: usize,
+    (h, w): (usize, usize),
+    block: std::ops::Range<usize>,
+    cols: usize,
+    output: &mut [f32],
+) {
+    let tiles_x = w.div_ceil(4);
+    let plane = cout * cols;
+    let (oh, ow) = (h / 2, w / 2);
+    let alpha = alpha.map(|a| f32x4_splat(a));
+    for o in 0..cout {
+        let b = f32x4_splat(bias[o]);
+        let out = &mut output[o * oh * ow..][..oh * ow];
+        for (by, ty) in block.clone().enumerate() {
+            for tx in (0..tiles_x).step_by(4) {
+                let half = columns_transformed(m, plane, o * cols + by * tiles_x + tx);
+                for pair in 0..2 {
+                    // Rows 2·pair and 2·pair + 1 of the tiles: both inside the image or neither.
+                    let y = 2 * ty + pair;
+                    if y >= oh {
+                        break;
+                    }
+                    let (top, bottom) = (at(half[2 * pair]), at(half[2 * pair + 1]));
+                    let v: [v128; 4] = core::array::from_fn(|c| f32x4_pmax(top[c], bottom[c]));
+                    // Each tile's two pooled columns, then side by side: 8 values for 4 tiles.
+                    let mut pooled = [f32x4_pmax(v[0], v[1]), f32x4_pmax(v[2], v[3])].map(|p| f32x4_add(p, b));
+                    if let Some(alpha) = alpha {
+                        pooled = pooled.map(|p| leaky(p, alpha));
+                    }
+                    let [p0, p1] = pooled;
+                    let x = 2 * tx;
+                    let n = ow - x;
+                    let row = &mut out[y * ow + x..];
+                    store_first(row, i32x4_shuffle::<0, 4, 1, 5>(p0, p1), n.min(4));
+                    if n > 4 {
+                        store_first(&mut row[4..], i32x4_shuffle::<2, 6, 3, 7>(p0, p1), (n - 4).min(4));
                     }
                 }
             }
@@ -654,6 +727,38 @@ pub(crate) mod tests {
                 assert!(worst < 1e-4, "{cin}→{cout} {h}×{w} in blocks of {rows:?} rows: worst difference {worst}");
             }
         }
+    }
+
+    /// With the pool folded in, each output is the maximum of its 2×2 block of the unpooled
+    /// op's output, to the bit, in one block or several (sizes with whole and with partial
+    /// tiles at the right and bottom).
+    #[test]
+    fn a_folded_pool_gives_the_pooled_output_exactly() {
+        for (cin, cout, h, w) in [(8, 4, 8, 8), (9, 8, 26, 26), (16, 12, 12, 20), (8, 4, 2, 6), (8, 8, 10, 30)] {
+            let input = values(cin * h * w, 16);
+            let op = Winograd3x3::new(cin, cout, &values(cout * cin * 9, 17), values(cout, 18), Some(0.1)).unwrap();
+            let mut full = vec![f32::NAN; cout * h * w];
+            op.run(&input, h, w, &mut full);
+            let want: Vec<f32> = (0..cout * (h / 2) * (w / 2))
+                .map(|i| {
+                    let (o, y, x) = (i / ((h / 2) * (w / 2)), i / (w / 2) % (h / 2), i % (w / 2));
+                    let at = |dy: usize, dx: usize| full[(o * h + 2 * y + dy) * w + 2 * x + dx];
+                    at(0, 0).max(at(0, 1)).max(at(1, 0)).max(at(1, 1))
+                })
+                .collect();
+            let pooled = op.pooled().unwrap();
+            for rows in [None, Some(1), Some(2)] {
+                let mut got = vec![f32::NAN; cout * (h / 2) * (w / 2)];
+                match rows {
+                    None => pooled.run(&input, h, w, &mut got),
+                    Some(rows) => pooled.run_in_blocks(&input, h, w, &mut got, rows),
+                }
+                assert_eq!(got, want, "{cin}→{cout} {h}×{w} in blocks of {rows:?} rows");
+            }
+        }
+        // A pool does not commute with a negative slope: no folding then.
+        let negative = Winograd3x3::new(8, 4, &values(4 * 8 * 9, 19), values(4, 20), Some(-0.5)).unwrap();
+        assert!(negative.pooled().is_none());
     }
 
     /// A tract graph `input → Conv(3×3, pad 1) → LeakyRelu` with constant weights.
