@@ -161,11 +161,7 @@ impl Winograd3x3 {
             // part of Wasmtime's default wasm features (the provider's GEMM kernel needs it too).
             unsafe { multiply(&self.u, &v, &mut m, self.cin, self.cout, cols) };
             let activation = (&self.bias[..], self.alpha);
-            if self.pool {
-                output_transform_pooled(&m, activation, self.cout, (h, w), block, cols, output);
-            } else {
-                output_transform(&m, activation, self.cout, (h, w), block, cols, output);
-            }
+            output_transform(&m, activation, self.cout, (h, w), block, cols, self.pool, output);
         }
     }
 }
@@ -460,8 +456,10 @@ fn columns_transformed(m: &[f32], plane: usize, at_col: usize) -> [[v128; 6]; 4]
 }
 
 /// `Y = Aᵀ M A` (+ bias, leaky ReLU) for every tile of the tile rows `block`, from `m`
-/// (`[point][cout][cols]`) into `output` (`[cout][h][w]`), cropping the tiles at the right and
-/// bottom edges.
+/// (`[point][cout][cols]`) into `output`: `[cout][h][w]`, cropping the tiles at the right and
+/// bottom edges ([`store_tiles`]), or with `pool` (`h` and `w` even) `[cout][h / 2][w / 2]`,
+/// each tile's 2×2 maxima ([`store_pooled`]).
+#[allow(clippy::too_many_arguments)]
 fn output_transform(
     m: &[f32],
     (bias, alpha): (&[f32], Option<f32>),
@@ -469,86 +467,86 @@ fn output_transform(
     (h, w): (usize, usize),
     block: std::ops::Range<usize>,
     cols: usize,
+    pool: bool,
     output: &mut [f32],
 ) {
     let tiles_x = w.div_ceil(4);
     let plane = cout * cols;
+    let (oh, ow) = if pool { (h / 2, w / 2) } else { (h, w) };
+    let alpha = alpha.map(|a| f32x4_splat(a));
     for o in 0..cout {
         let b = f32x4_splat(bias[o]);
-        let out = &mut output[o * h * w..][..h * w];
+        let activate = |v: v128| match alpha {
+            Some(alpha) => leaky(f32x4_add(v, b), alpha),
+            None => f32x4_add(v, b),
+        };
+        let out = &mut output[o * oh * ow..][..oh * ow];
         for (by, ty) in block.clone().enumerate() {
             for tx in (0..tiles_x).step_by(4) {
                 let half = columns_transformed(m, plane, o * cols + by * tiles_x + tx);
-                for (a, row) in half.into_iter().enumerate() {
-                    let y = 4 * ty + a;
-                    if y >= h {
-                        break;
-                    }
-                    // Then A over the columns: the row's 4 values, each a vector over 4 tiles.
-                    let mut values = at(row).map(|v| f32x4_add(v, b));
-                    if let Some(alpha) = alpha {
-                        let alpha = f32x4_splat(alpha);
-                        values = values.map(|v| leaky(v, alpha));
-                    }
-                    // One vector per tile: its 4 values of the row.
-                    for (l, tile) in transpose(values).into_iter().enumerate() {
-                        let x = 4 * (tx + l);
-                        if x >= w {
-                            break;
-                        }
-                        store_first(&mut out[y * w + x..], tile, w - x);
-                    }
+                if pool {
+                    store_pooled(half, activate, out, (oh, ow), (ty, tx));
+                } else {
+                    store_tiles(half, activate, out, (h, w), (ty, tx));
                 }
             }
         }
     }
 }
 
-/// [`output_transform`] followed by a 2×2, stride-2 max pool (`h` and `w` even), into `output`
-/// (`[cout][h / 2][w / 2]`): each tile's 4×4 values give 2×2, maxima first, then bias and
-/// leaky ReLU (both monotonic: the same values as pooling the unpooled output).
-fn output_transform_pooled(
-    m: &[f32],
-    (bias, alpha): (&[f32], Option<f32>),
-    cout: usize,
+/// `A` over the columns of 4 tiles' `half` (tile row `ty`, tiles `tx..`), `activate`d, into the
+/// output plane `out` (`h × w`), cropped at its right and bottom edges.
+#[inline(always)]
+fn store_tiles(
+    half: [[v128; 6]; 4],
+    activate: impl Fn(v128) -> v128,
+    out: &mut [f32],
     (h, w): (usize, usize),
-    block: std::ops::Range<usize>,
-    cols: usize,
-    output: &mut [f32],
+    (ty, tx): (usize, usize),
 ) {
-    let tiles_x = w.div_ceil(4);
-    let plane = cout * cols;
-    let (oh, ow) = (h / 2, w / 2);
-    let alpha = alpha.map(|a| f32x4_splat(a));
-    for o in 0..cout {
-        let b = f32x4_splat(bias[o]);
-        let out = &mut output[o * oh * ow..][..oh * ow];
-        for (by, ty) in block.clone().enumerate() {
-            for tx in (0..tiles_x).step_by(4) {
-                let half = columns_transformed(m, plane, o * cols + by * tiles_x + tx);
-                for pair in 0..2 {
-                    // Rows 2·pair and 2·pair + 1 of the tiles: both inside the image or neither.
-                    let y = 2 * ty + pair;
-                    if y >= oh {
-                        break;
-                    }
-                    let (top, bottom) = (at(half[2 * pair]), at(half[2 * pair + 1]));
-                    let v: [v128; 4] = core::array::from_fn(|c| f32x4_pmax(top[c], bottom[c]));
-                    // Each tile's two pooled columns, then side by side: 8 values for 4 tiles.
-                    let mut pooled = [f32x4_pmax(v[0], v[1]), f32x4_pmax(v[2], v[3])].map(|p| f32x4_add(p, b));
-                    if let Some(alpha) = alpha {
-                        pooled = pooled.map(|p| leaky(p, alpha));
-                    }
-                    let [p0, p1] = pooled;
-                    let x = 2 * tx;
-                    let n = ow - x;
-                    let row = &mut out[y * ow + x..];
-                    store_first(row, i32x4_shuffle::<0, 4, 1, 5>(p0, p1), n.min(4));
-                    if n > 4 {
-                        store_first(&mut row[4..], i32x4_shuffle::<2, 6, 3, 7>(p0, p1), (n - 4).min(4));
-                    }
-                }
+    for (a, row) in half.into_iter().enumerate() {
+        let y = 4 * ty + a;
+        if y >= h {
+            break;
+        }
+        // The row's 4 values, each a vector over 4 tiles, then one vector per tile.
+        for (l, tile) in transpose(at(row).map(&activate)).into_iter().enumerate() {
+            let x = 4 * (tx + l);
+            if x >= w {
+                break;
             }
+            store_first(&mut out[y * w + x..], tile, w - x);
+        }
+    }
+}
+
+/// [`store_tiles`] followed by a 2×2, stride-2 max pool, into the pooled plane `out` (`oh ×
+/// ow`): the maxima first, then `activate` (bias and leaky ReLU are monotonic: the same values
+/// as pooling the activated output).
+#[inline(always)]
+fn store_pooled(
+    half: [[v128; 6]; 4],
+    activate: impl Fn(v128) -> v128,
+    out: &mut [f32],
+    (oh, ow): (usize, usize),
+    (ty, tx): (usize, usize),
+) {
+    for pair in 0..2 {
+        // Rows 2·pair and 2·pair + 1 of the tiles: both inside the image or neither.
+        let y = 2 * ty + pair;
+        if y >= oh {
+            break;
+        }
+        let (top, bottom) = (at(half[2 * pair]), at(half[2 * pair + 1]));
+        let v: [v128; 4] = core::array::from_fn(|c| f32x4_pmax(top[c], bottom[c]));
+        // Each tile's two pooled columns, then side by side: 8 values for 4 tiles.
+        let [p0, p1] = [f32x4_pmax(v[0], v[1]), f32x4_pmax(v[2], v[3])].map(&activate);
+        let x = 2 * tx;
+        let n = ow - x;
+        let row = &mut out[y * ow + x..];
+        store_first(row, i32x4_shuffle::<0, 4, 1, 5>(p0, p1), n.min(4));
+        if n > 4 {
+            store_first(&mut row[4..], i32x4_shuffle::<2, 6, 3, 7>(p0, p1), (n - 4).min(4));
         }
     }
 }
@@ -669,6 +667,18 @@ pub(crate) mod tests {
             .collect()
     }
 
+    /// The maxima of each 2×2 block of `c` planes of `h × w` values (both even).
+    pub(crate) fn pool2x2(full: &[f32], c: usize, h: usize, w: usize) -> Vec<f32> {
+        let (oh, ow) = (h / 2, w / 2);
+        (0..c * oh * ow)
+            .map(|i| {
+                let (o, y, x) = (i / (oh * ow), i / ow % oh, i % ow);
+                let at = |dy: usize, dx: usize| full[(o * h + 2 * y + dy) * w + 2 * x + dx];
+                at(0, 0).max(at(0, 1)).max(at(1, 0)).max(at(1, 1))
+            })
+            .collect()
+    }
+
     /// Direct convolution, padding 1, in f64.
     pub(crate) fn direct(
         input: &[f32],
@@ -739,13 +749,7 @@ pub(crate) mod tests {
             let op = Winograd3x3::new(cin, cout, &values(cout * cin * 9, 17), values(cout, 18), Some(0.1)).unwrap();
             let mut full = vec![f32::NAN; cout * h * w];
             op.run(&input, h, w, &mut full);
-            let want: Vec<f32> = (0..cout * (h / 2) * (w / 2))
-                .map(|i| {
-                    let (o, y, x) = (i / ((h / 2) * (w / 2)), i / (w / 2) % (h / 2), i % (w / 2));
-                    let at = |dy: usize, dx: usize| full[(o * h + 2 * y + dy) * w + 2 * x + dx];
-                    at(0, 0).max(at(0, 1)).max(at(1, 0)).max(at(1, 1))
-                })
-                .collect();
+            let want = pool2x2(&full, cout, h, w);
             let pooled = op.pooled().unwrap();
             for rows in [None, Some(1), Some(2)] {
                 let mut got = vec![f32::NAN; cout * (h / 2) * (w / 2)];
