@@ -22,7 +22,7 @@ use core::arch::wasm32::*;
 use tract_onnx::tract_core::internal::*;
 
 use crate::gemm::{leaky, madd, splat};
-use crate::pool::MaxPool2x2S2;
+use crate::pool::{MaxPool2x2S2, max_2x2};
 use crate::winograd::{Winograd3x3, eval_images, image_facts, load, store_first};
 
 /// Output pixels computed side by side: 2 vectors of 4.
@@ -165,9 +165,7 @@ impl Direct3x3 {
                     // Pooled values of this block: the pixels' pairs that are inside the image.
                     let n = (w - x).min(PIXELS) / 2;
                     for (r, (t, b)) in top.into_iter().zip(bottom).enumerate() {
-                        let (lo, hi) = (f32x4_pmax(t[0], b[0]), f32x4_pmax(t[1], b[1]));
-                        let mut m =
-                            f32x4_pmax(i32x4_shuffle::<0, 2, 4, 6>(lo, hi), i32x4_shuffle::<1, 3, 5, 7>(lo, hi));
+                        let mut m = max_2x2(t, b);
                         if let Some(a) = alpha {
                             m = leaky(m, a);
                         }
@@ -228,14 +226,15 @@ impl EvalOp for Direct3x3 {
     op_out_of_plan!();
 
     fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
-        let shrink = if self.pool { 2 } else { 1 };
-        eval_images("Direct3x3", (self.cin, self.cout, shrink), inputs, |image, h, w, out| self.run(image, h, w, out))
+        eval_images("Direct3x3", (self.cin, self.cout, self.pool), inputs, |image, h, w, out| {
+            self.run(image, h, w, out)
+        })
     }
 }
 
 impl TypedOp for Direct3x3 {
     fn output_facts(&self, inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
-        image_facts(self.cout, if self.pool { 2 } else { 1 }, inputs)
+        image_facts(self.cout, self.pool, inputs)
     }
 
     as_op!();

@@ -149,10 +149,23 @@ fn max2(a: f32, b: f32) -> f32 {
     if a > b { a } else { b }
 }
 
+/// The maxima of the 2×2 blocks of two rows of 8 values (`top` and `bottom`, 2 vectors each):
+/// vertical maxima first, then those of their even and odd columns.
+#[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+#[inline(always)]
+pub(crate) fn max_2x2(
+    top: [core::arch::wasm32::v128; 2],
+    bottom: [core::arch::wasm32::v128; 2],
+) -> core::arch::wasm32::v128 {
+    use core::arch::wasm32::{f32x4_pmax, i32x4_shuffle};
+    let (lo, hi) = (f32x4_pmax(top[0], bottom[0]), f32x4_pmax(top[1], bottom[1]));
+    f32x4_pmax(i32x4_shuffle::<0, 2, 4, 6>(lo, hi), i32x4_shuffle::<1, 3, 5, 7>(lo, hi))
+}
+
 /// `out[x] = max(top[2x], top[2x + 1], bottom[2x], bottom[2x + 1])`.
 #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
 fn max_rows(top: &[f32], bottom: &[f32], out: &mut [f32]) {
-    use core::arch::wasm32::{f32x4_pmax, i32x4_shuffle, v128, v128_load, v128_store};
+    use core::arch::wasm32::{v128, v128_load, v128_store};
     let load = |s: &[f32]| {
         let s = &s[..4];
         // SAFETY: `s` has 4 values; wasm loads need no alignment.
@@ -160,10 +173,7 @@ fn max_rows(top: &[f32], bottom: &[f32], out: &mut [f32]) {
     };
     let mut done = 0;
     for ((t, b), o) in top.chunks_exact(8).zip(bottom.chunks_exact(8)).zip(out.chunks_exact_mut(4)) {
-        // Vertical maxima of 8 columns, then the maxima of their even and odd columns.
-        let lo = f32x4_pmax(load(&t[..4]), load(&b[..4]));
-        let hi = f32x4_pmax(load(&t[4..]), load(&b[4..]));
-        let m = f32x4_pmax(i32x4_shuffle::<0, 2, 4, 6>(lo, hi), i32x4_shuffle::<1, 3, 5, 7>(lo, hi));
+        let m = max_2x2([load(&t[..4]), load(&t[4..])], [load(&b[..4]), load(&b[4..])]);
         // SAFETY: `o` has 4 values; wasm stores need no alignment.
         unsafe { v128_store(o.as_mut_ptr() as *mut v128, m) };
         done += 4;

@@ -153,6 +153,7 @@ impl Winograd3x3 {
         // 4 spare values: the output transform reads whole groups of 4 tiles.
         let mut m = vec![0f32; POINTS * self.cout * most + 4];
         let mut scratch = InputScratch::new(tiles_x, rows);
+        let activation = (&self.bias[..], self.alpha);
         for ty in (0..tiles_y).step_by(rows) {
             let block = ty..(ty + rows).min(tiles_y);
             let cols = (block.len() * tiles_x).next_multiple_of(8);
@@ -160,7 +161,6 @@ impl Winograd3x3 {
             // SAFETY: the buffers have the sizes `multiply` reads and writes; relaxed SIMD is
             // part of Wasmtime's default wasm features (the provider's GEMM kernel needs it too).
             unsafe { multiply(&self.u, &v, &mut m, self.cin, self.cout, cols) };
-            let activation = (&self.bias[..], self.alpha);
             output_transform(&m, activation, self.cout, (h, w), block, cols, self.pool, output);
         }
     }
@@ -198,14 +198,15 @@ impl EvalOp for Winograd3x3 {
     op_out_of_plan!();
 
     fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
-        let shrink = if self.pool { 2 } else { 1 };
-        eval_images("Winograd3x3", (self.cin, self.cout, shrink), inputs, |image, h, w, out| self.run(image, h, w, out))
+        eval_images("Winograd3x3", (self.cin, self.cout, self.pool), inputs, |image, h, w, out| {
+            self.run(image, h, w, out)
+        })
     }
 }
 
 impl TypedOp for Winograd3x3 {
     fn output_facts(&self, inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
-        image_facts(self.cout, if self.pool { 2 } else { 1 }, inputs)
+        image_facts(self.cout, self.pool, inputs)
     }
 
     as_op!();
@@ -213,13 +214,14 @@ impl TypedOp for Winograd3x3 {
 
 /// The `eval` of the 3×3 ops ([`Winograd3x3`], [`Direct3x3`]): check the input (`[N, cin, H,
 /// W]` or `[cin, H, W]`, f32, contiguous) and `run(image, h, w, output)` for each image into an
-/// output of `cout` channels of `H / shrink × W / shrink` (`shrink` 2: a max pool is fused in).
+/// output of `cout` channels, `H / 2 × W / 2` with a 2×2 max `pool` folded in (else `H × W`).
 pub(crate) fn eval_images(
     op: &str,
-    (cin, cout, shrink): (usize, usize, usize),
+    (cin, cout, pool): (usize, usize, bool),
     inputs: TVec<TValue>,
     run: impl Fn(&[f32], usize, usize, &mut [f32]),
 ) -> TractResult<TVec<TValue>> {
+    let shrink = shrink(pool);
     let input = args_1!(inputs);
     let shape: TVec<usize> = input.shape().into();
     let rank = shape.len();
@@ -245,14 +247,20 @@ pub(crate) fn eval_images(
 }
 
 /// The output fact of the 3×3 ops: the input's shape with `cout` channels, its height and
-/// width divided by `shrink`.
-pub(crate) fn image_facts(cout: usize, shrink: usize, inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
+/// width halved with a `pool` folded in.
+pub(crate) fn image_facts(cout: usize, pool: bool, inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
+    let shrink = shrink(pool);
     let mut shape = inputs[0].shape.to_tvec();
     let rank = shape.len();
     shape[rank - 3] = cout.to_dim();
     shape[rank - 2] = shape[rank - 2].clone() / shrink;
     shape[rank - 1] = shape[rank - 1].clone() / shrink;
     Ok(tvec!(f32::fact(shape)))
+}
+
+/// What a 3×3 op's output height and width are divided by: 2 with a 2×2 max pool folded in.
+fn shrink(pool: bool) -> usize {
+    if pool { 2 } else { 1 }
 }
 
 /// `Bᵀ d` for one column of a 6×6 tile (`d[k]`: the k-th row's values), the input transform's
@@ -441,7 +449,7 @@ unsafe fn multiply(u: &[f32], v: &[f32], m: &mut [f32], cin: usize, cout: usize,
     }
 }
 
-/// `Aᵀ M` for 4 tiles side by side (from column `at` of `m`'s planes, `plane` values apart):
+/// `Aᵀ M` for 4 tiles side by side (from column `at_col` of `m`'s planes, `plane` values apart):
 /// `[row a][column j]`, each a vector over the 4 tiles.
 #[inline(always)]
 fn columns_transformed(m: &[f32], plane: usize, at_col: usize) -> [[v128; 6]; 4] {
@@ -472,7 +480,7 @@ fn output_transform(
 ) {
     let tiles_x = w.div_ceil(4);
     let plane = cout * cols;
-    let (oh, ow) = if pool { (h / 2, w / 2) } else { (h, w) };
+    let (oh, ow) = (h / shrink(pool), w / shrink(pool));
     let alpha = alpha.map(|a| f32x4_splat(a));
     for o in 0..cout {
         let b = f32x4_splat(bias[o]);
