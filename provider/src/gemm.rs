@@ -180,15 +180,56 @@ mod wasm {
         c[3] = [unsafe { madd(s, b0, c[3][0]) }, unsafe { madd(s, b1, c[3][1]) }];
     }
 
+    /// A 4×8 tile's accumulators read from their home in memory (one volatile load per
+    /// vector, spelled out: a loop here would stay a loop in the Wasm). See [`keep`].
+    #[inline(always)]
+    fn reload(home: &[[v128; 2]; MR]) -> [[v128; 2]; MR] {
+        let p = home.as_ptr() as *const v128;
+        // SAFETY: the 2 × MR vectors of `home`.
+        let v = |j: usize| unsafe { p.add(j).read_volatile() };
+        [[v(0), v(1)], [v(2), v(3)], [v(4), v(5)], [v(6), v(7)]]
+    }
+
+    /// Store a 4×8 tile's accumulators to their home in memory, volatile so that LLVM keeps
+    /// every store. Called after each step of a multiply-add loop, the stores pin the step's
+    /// FMAs in place in the machine code; see [`add_mat_mul`] for why that matters. (Tried
+    /// in `Direct3x3` too, after each of its taps: its first layer ran ~30 % slower.)
+    #[inline(always)]
+    fn keep(home: &mut [[v128; 2]; MR], c: &[[v128; 2]; MR]) {
+        let p = home.as_mut_ptr() as *mut v128;
+        let [[c0, c1], [c2, c3], [c4, c5], [c6, c7]] = *c;
+        // SAFETY: the 2 × MR vectors of `home`, exclusively borrowed.
+        unsafe {
+            p.write_volatile(c0);
+            p.add(1).write_volatile(c1);
+            p.add(2).write_volatile(c2);
+            p.add(3).write_volatile(c3);
+            p.add(4).write_volatile(c4);
+            p.add(5).write_volatile(c5);
+            p.add(6).write_volatile(c6);
+            p.add(7).write_volatile(c7);
+        }
+    }
+
     /// `acc += A · B` over `k` steps: A packed `[k][4]`, B `k` rows of 8 values, `b_stride`
     /// vectors apart (2 for a packed `[k][8]` panel; the Winograd GEMMs read B in place).
     ///
-    /// Four k steps per loop iteration: Wasmtime puts an interruption check (epoch or fuel),
-    /// with a call on its slow path, at every loop header, and Cranelift then keeps the
-    /// accumulators in stack slots across the back edge; unrolled, that reload and spill is
-    /// paid once per 32 FMAs instead of once per 8. Measured with fuel on (best of 30 rounds,
-    /// L1-resident operands): 1, 2, 4 and 8 k steps per iteration ran at 15, 17, 20 and 18
-    /// GFLOPS (LLVM groups an unrolled body by accumulator, and more unrolling spills more).
+    /// The accumulators live in `acc`'s memory, and every k step ends by storing all eight
+    /// there (volatile stores, so that LLVM keeps them). That shapes the machine code, not the
+    /// result: Cranelift places a pure instruction (an FMA) just before the first side effect
+    /// that needs it, so without a store per step every FMA of a loop iteration would be
+    /// computed at its back edge, one accumulator's whole chain after another, with all the
+    /// iteration's loads of A and B held live before them: more values than x86's 16 vector
+    /// registers, hence spills. With the stores, each step's three loads, four broadcasts and
+    /// eight FMAs stay together and nothing spills. Four steps per loop iteration, the
+    /// accumulators read back from memory at its top: Wasmtime's interruption check (fuel or
+    /// epoch) at every loop header has a call on its slow path that clobbers every vector
+    /// register, so nothing vector-valued is carried across the back edge. Measured with fuel
+    /// on: the kernel alone (L1-resident operands, `k` = 256) 26-27 GFLOPS in fast rounds
+    /// against 22 for the same loop without the stores, which spilled; whole inferences of
+    /// yolov3-tiny alternated one by one in one process (20 pairs, three runs), the stores made
+    /// an inference 6.5-8 % faster (median ratio per pair 0.92-0.94). Two steps per iteration
+    /// were 10 % slower than four, eight much slower.
     #[inline(always)]
     pub(crate) unsafe fn add_mat_mul(
         acc: &mut [[v128; 2]; MR],
@@ -197,23 +238,26 @@ mod wasm {
         pb: *const v128,
         b_stride: usize,
     ) {
-        let mut c = *acc;
         let mut i = 0;
         // SAFETY (both loops): `i` stays below `k`, the panels' depth.
         while i + 4 <= k {
-            unsafe {
-                k_step(&mut c, pa, pb, b_stride, i);
-                k_step(&mut c, pa, pb, b_stride, i + 1);
-                k_step(&mut c, pa, pb, b_stride, i + 2);
-                k_step(&mut c, pa, pb, b_stride, i + 3);
-            }
+            let mut c = reload(acc);
+            unsafe { k_step(&mut c, pa, pb, b_stride, i) };
+            keep(acc, &c);
+            unsafe { k_step(&mut c, pa, pb, b_stride, i + 1) };
+            keep(acc, &c);
+            unsafe { k_step(&mut c, pa, pb, b_stride, i + 2) };
+            keep(acc, &c);
+            unsafe { k_step(&mut c, pa, pb, b_stride, i + 3) };
+            keep(acc, &c);
             i += 4;
         }
+        let mut c = reload(acc);
         while i < k {
             unsafe { k_step(&mut c, pa, pb, b_stride, i) };
             i += 1;
         }
-        *acc = c;
+        keep(acc, &c);
     }
 
     /// Run one tile's fused program (see tract-linalg's `FusedKerSpec`); 0 when done.
