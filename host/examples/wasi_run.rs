@@ -10,6 +10,9 @@
 //! With `WASI_RUN_FUEL` set it also prints the fuel the run consumed (to stderr). With
 //! `WASI_RUN_PERFMAP` set it writes `/tmp/perf-PID.map`, so that `perf record` / `perf report`
 //! name the guest's functions (build the guest with symbols: `--release`, not `--profile wasm`).
+//! With `WASI_RUN_JITDUMP` set it writes `jit-PID.dump` in the current directory instead:
+//! `perf record -k 1`, then `perf inject --jit`, and `perf annotate` shows the machine code
+//! Cranelift made of each guest function, with its samples.
 
 use anyhow::Context;
 use wasmtime::component::{Component, Linker, ResourceTable};
@@ -37,6 +40,9 @@ async fn main() -> anyhow::Result<()> {
     config.consume_fuel(fuel);
     if std::env::var_os("WASI_RUN_PERFMAP").is_some() {
         config.profiler(wasmtime::ProfilingStrategy::PerfMap);
+    }
+    if std::env::var_os("WASI_RUN_JITDUMP").is_some() {
+        config.profiler(wasmtime::ProfilingStrategy::JitDump);
     }
     let engine = Engine::new(&config).map_err(anyhow::Error::from)?;
     let component = Component::from_file(&engine, path)
