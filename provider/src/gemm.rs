@@ -163,13 +163,12 @@ mod wasm {
         unsafe { tile.ptr.offset(tile.row_byte_stride * r as isize + tile.col_byte_stride * c as isize) as *mut f32 }
     }
 
-    /// One k step: `c[r] += a[r] * b` for the 4 rows, A's 4 values broadcast lane by lane
-    /// from one load; B's row `i` starts `stride` vectors after row `i - 1`.
+    /// One k step: `c[r] += a[r] * b` for the 4 rows, A's 4 values (at `pa`) broadcast lane by
+    /// lane from one load, B's 8 values at `pb`.
     #[inline(always)]
-    unsafe fn k_step(c: &mut [[v128; 2]; MR], pa: *const v128, pb: *const v128, stride: usize, i: usize) {
-        // SAFETY: the caller keeps `i` below the panels' k.
-        let (a, b0, b1) =
-            unsafe { (v128_load(pa.add(i)), v128_load(pb.add(stride * i)), v128_load(pb.add(stride * i + 1))) };
+    unsafe fn k_step(c: &mut [[v128; 2]; MR], pa: *const v128, pb: *const v128) {
+        // SAFETY: the caller points at one step's 4 values of A and 8 of B.
+        let (a, b0, b1) = unsafe { (v128_load(pa), v128_load(pb), v128_load(pb.add(1))) };
         let s = splat::<0>(a);
         c[0] = [unsafe { madd(s, b0, c[0][0]) }, unsafe { madd(s, b1, c[0][1]) }];
         let s = splat::<1>(a);
@@ -238,24 +237,34 @@ mod wasm {
         pb: *const v128,
         b_stride: usize,
     ) {
-        let mut i = 0;
-        // SAFETY (both loops): `i` stays below `k`, the panels' depth.
-        while i + 4 <= k {
+        // The next steps' A and B, advanced by pointer (B's rows `b_stride` vectors apart, their
+        // offsets within an iteration computed once): 2.5-3.5 % faster per inference than
+        // indexing both by the step (median ratio per pair 0.964-0.977, measured as above).
+        let (s1, s2, s3, s4) = (b_stride, 2 * b_stride, 3 * b_stride, 4 * b_stride);
+        let (mut a, mut b, mut left) = (pa, pb, k);
+        // SAFETY (both loops): `left` counts the steps the panels still hold.
+        while left >= 4 {
             let mut c = reload(acc);
-            unsafe { k_step(&mut c, pa, pb, b_stride, i) };
-            keep(acc, &c);
-            unsafe { k_step(&mut c, pa, pb, b_stride, i + 1) };
-            keep(acc, &c);
-            unsafe { k_step(&mut c, pa, pb, b_stride, i + 2) };
-            keep(acc, &c);
-            unsafe { k_step(&mut c, pa, pb, b_stride, i + 3) };
-            keep(acc, &c);
-            i += 4;
+            unsafe {
+                k_step(&mut c, a, b);
+                keep(acc, &c);
+                k_step(&mut c, a.add(1), b.add(s1));
+                keep(acc, &c);
+                k_step(&mut c, a.add(2), b.add(s2));
+                keep(acc, &c);
+                k_step(&mut c, a.add(3), b.add(s3));
+                keep(acc, &c);
+                (a, b) = (a.add(4), b.add(s4));
+            }
+            left -= 4;
         }
         let mut c = reload(acc);
-        while i < k {
-            unsafe { k_step(&mut c, pa, pb, b_stride, i) };
-            i += 1;
+        while left > 0 {
+            unsafe {
+                k_step(&mut c, a, b);
+                (a, b) = (a.add(1), b.add(s1));
+            }
+            left -= 1;
         }
         keep(acc, &c);
     }
