@@ -254,7 +254,8 @@ mod wasm {
                 keep(acc, &c);
                 k_step(&mut c, a.add(3), b.add(s3));
                 keep(acc, &c);
-                (a, b) = (a.add(4), b.add(s4));
+                // Wrapping: after the last step B's pointer may pass its buffer's end.
+                (a, b) = (a.wrapping_add(4), b.wrapping_add(s4));
             }
             left -= 4;
         }
@@ -262,7 +263,7 @@ mod wasm {
         while left > 0 {
             unsafe {
                 k_step(&mut c, a, b);
-                (a, b) = (a.add(1), b.add(s1));
+                (a, b) = (a.wrapping_add(1), b.wrapping_add(s1));
             }
             left -= 1;
         }
