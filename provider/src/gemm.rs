@@ -6,10 +6,11 @@
 //! header, whose slow path is a call that clobbers every vector register; Cranelift then keeps
 //! a kernel's accumulators in stack slots across the back edge, so tract's 8×8 wasm kernel
 //! reloads and spills its 16 accumulators at every k step. This kernel holds a 4×8 tile (8
-//! accumulators), does four k steps per loop iteration (one reload and spill per 32
-//! multiply-adds instead of per 8 or 16), broadcasts the 4 values of A from one load with
-//! shuffles, and multiplies-adds with `f32x4.relaxed_madd`, which Wasmtime compiles to one FMA
-//! where the CPU has it (and to a multiply and an add elsewhere: both are valid results).
+//! accumulators) in memory, read once per loop iteration of four k steps and stored after each
+//! step, which keeps Cranelift from spilling within the iteration (see [`add_mat_mul`]); it
+//! broadcasts the 4 values of A from one load with shuffles, and multiplies-adds with
+//! `f32x4.relaxed_madd`, which Wasmtime compiles to one FMA where the CPU has it (and to a
+//! multiply and an add elsewhere: both are valid results).
 //!
 //! It plugs into tract through tract-linalg's public registries (`inventory` collections of
 //! kernels and of dispatch tiers), so tract still packs, tiles, fuses bias and activation and
