@@ -23,7 +23,7 @@ use tract_onnx::tract_core::internal::*;
 
 use crate::gemm::{leaky, madd, splat};
 use crate::pool::{MaxPool2x2S2, max_2x2};
-use crate::winograd::{Winograd3x3, eval_images, image_facts, load, store_first};
+use crate::winograd::{Winograd3x3, eval_images, image_facts, load, store_first, takes_pool};
 
 /// Output pixels computed side by side: 2 vectors of 4.
 const PIXELS: usize = 8;
@@ -76,7 +76,7 @@ impl Direct3x3 {
     /// The same op with a 2×2, stride-2 max pool of its output folded in, if it can take one
     /// (no pool yet, and no activation that a pool would not commute with).
     pub fn pooled(&self) -> Option<Self> {
-        (!self.pool && self.alpha.is_none_or(|a| a >= 0.0)).then(|| Direct3x3 { pool: true, ..self.clone() })
+        takes_pool(self.pool, self.alpha).then(|| Direct3x3 { pool: true, ..self.clone() })
     }
 
     /// Convolve one image, `input` `[cin][h][w]`, into `output` `[cout][h][w]` (`[cout][h /

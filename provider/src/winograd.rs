@@ -134,7 +134,7 @@ impl Winograd3x3 {
     /// The same op with a 2×2, stride-2 max pool of its output folded in, if it can take one
     /// (no pool yet, and no activation that a pool would not commute with).
     pub fn pooled(&self) -> Option<Self> {
-        (!self.pool && self.alpha.is_none_or(|a| a >= 0.0)).then(|| Winograd3x3 { pool: true, ..self.clone() })
+        takes_pool(self.pool, self.alpha).then(|| Winograd3x3 { pool: true, ..self.clone() })
     }
 
     /// Convolve one image, `input` `[cin][h][w]`, into `output` `[cout][h][w]`: the transforms
@@ -256,6 +256,13 @@ pub(crate) fn image_facts(cout: usize, pool: bool, inputs: &[&TypedFact]) -> Tra
     shape[rank - 2] = shape[rank - 2].clone() / shrink;
     shape[rank - 1] = shape[rank - 1].clone() / shrink;
     Ok(tvec!(f32::fact(shape)))
+}
+
+/// Whether a 3×3 op with this `pool` flag and leaky ReLU slope `alpha` can take a 2×2 max pool
+/// of its output folded in: none folded yet, and an activation that commutes with the maximum
+/// (none, or a slope of at least 0: bias and such a leaky ReLU are non-decreasing).
+pub(crate) fn takes_pool(pool: bool, alpha: Option<f32>) -> bool {
+    !pool && alpha.is_none_or(|a| a >= 0.0)
 }
 
 /// What a 3×3 op's output height and width are divided by: 2 with a 2×2 max pool folded in.
