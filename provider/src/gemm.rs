@@ -6,8 +6,8 @@
 //! header, whose slow path is a call that clobbers every vector register; Cranelift then keeps
 //! a kernel's accumulators in stack slots across the back edge, so tract's 8×8 wasm kernel
 //! reloads and spills its 16 accumulators at every k step. This kernel holds a 4×8 tile (8
-//! accumulators) in memory, read once per loop iteration of four k steps and stored after each
-//! step, which keeps Cranelift from spilling within the iteration (see [`add_mat_mul`]); it
+//! accumulators) in memory, read once per loop iteration of eight k steps and stored after
+//! every second step, which keeps Cranelift from spilling within the iteration (see [`add_mat_mul`]); it
 //! broadcasts the 4 values of A from one load with shuffles, and multiplies-adds with
 //! `f32x4.relaxed_madd`, which Wasmtime compiles to one FMA where the CPU has it (and to a
 //! multiply and an add elsewhere: both are valid results).
@@ -191,8 +191,8 @@ mod wasm {
     }
 
     /// Store a 4×8 tile's accumulators to their home in memory, volatile so that LLVM keeps
-    /// every store. Called after each step of a multiply-add loop, the stores pin the step's
-    /// FMAs in place in the machine code; see [`add_mat_mul`] for why that matters. (Tried
+    /// every store. Called after every second step of a multiply-add loop, the stores pin
+    /// those steps' FMAs in place in the machine code; see [`add_mat_mul`] for why that matters. (Tried
     /// in `Direct3x3` too, after each of its taps: its first layer ran ~30 % slower.)
     #[inline(always)]
     fn keep(home: &mut [[v128; 2]; MR], c: &[[v128; 2]; MR]) {
@@ -211,25 +211,46 @@ mod wasm {
         }
     }
 
+    /// Two k steps from `a` and `b` (B's next row `stride` vectors on), then [`keep`].
+    #[inline(always)]
+    unsafe fn two_steps(
+        home: &mut [[v128; 2]; MR],
+        c: &mut [[v128; 2]; MR],
+        a: *const v128,
+        b: *const v128,
+        stride: usize,
+    ) {
+        // SAFETY: the caller points at two steps' values of A and B.
+        unsafe {
+            k_step(c, a, b);
+            k_step(c, a.add(1), b.add(stride));
+        }
+        keep(home, c);
+    }
+
     /// `acc += A · B` over `k` steps: A packed `[k][4]`, B `k` rows of 8 values, `b_stride`
     /// vectors apart (2 for a packed `[k][8]` panel; the Winograd GEMMs read B in place).
     ///
-    /// The accumulators live in `acc`'s memory, and every k step ends by storing all eight
-    /// there (volatile stores, so that LLVM keeps them). That shapes the machine code, not the
-    /// result: Cranelift places a pure instruction (an FMA) just before the first side effect
-    /// that needs it, so without a store per step every FMA of a loop iteration would be
+    /// The accumulators live in `acc`'s memory, and every second k step ends by storing all
+    /// eight there (volatile stores, so that LLVM keeps them). That shapes the machine code, not
+    /// the result: Cranelift places a pure instruction (an FMA) just before the first side
+    /// effect that needs it, so without the stores every FMA of a loop iteration would be
     /// computed at its back edge, one accumulator's whole chain after another, with all the
     /// iteration's loads of A and B held live before them: more values than x86's 16 vector
-    /// registers, hence spills. With the stores, each step's three loads, four broadcasts and
-    /// eight FMAs stay together and nothing spills. Four steps per loop iteration, the
-    /// accumulators read back from memory at its top: Wasmtime's interruption check (fuel or
-    /// epoch) at every loop header has a call on its slow path that clobbers every vector
-    /// register, so nothing vector-valued is carried across the back edge. Measured with fuel
-    /// on: the kernel alone (L1-resident operands, `k` = 256) 26-27 GFLOPS in fast rounds
-    /// against 22 for the same loop without the stores, which spilled; whole inferences of
-    /// yolov3-tiny alternated one by one in one process (20 pairs, three runs), the stores made
-    /// an inference 6.5-8 % faster (median ratio per pair 0.92-0.94). Two steps per iteration
-    /// were 10 % slower than four, eight much slower.
+    /// registers, hence spills. With a store every two steps, those steps' six loads, eight
+    /// broadcasts and sixteen FMAs stay together and still fit in registers, and the stores
+    /// cost half as many store µops as storing after every step. Eight steps per loop
+    /// iteration, the accumulators read back from memory at its top: Wasmtime's interruption
+    /// check (fuel or epoch) at every loop header has a call on its slow path that clobbers
+    /// every vector register, so nothing vector-valued is carried across the back edge.
+    ///
+    /// Measured with fuel on, whole inferences of yolov3-tiny alternated one by one in one
+    /// process (20 pairs per run, median ratio per pair): stores after every step made an
+    /// inference 6.5-8 % faster than none (0.92-0.94; the loop spilled); stores after every
+    /// second step instead, 6.6-9 % faster again (three runs, 1.066-1.090 for every step);
+    /// after every fourth, 14-17 % slower (spills again); eight steps per iteration rather than
+    /// four, 3-6 % faster (0.94-0.97). Broadcasting A with `v128.load32_splat` instead of one
+    /// load and shuffles: 12 % slower.
     #[inline(always)]
     pub(crate) unsafe fn add_mat_mul(
         acc: &mut [[v128; 2]; MR],
@@ -241,30 +262,26 @@ mod wasm {
         // The next steps' A and B, advanced by pointer (B's rows `b_stride` vectors apart, their
         // offsets within an iteration computed once): 2.5-3.5 % faster per inference than
         // indexing both by the step (median ratio per pair 0.964-0.977, measured as above).
-        let (s1, s2, s3, s4) = (b_stride, 2 * b_stride, 3 * b_stride, 4 * b_stride);
+        let (s2, s4, s6, s8) = (2 * b_stride, 4 * b_stride, 6 * b_stride, 8 * b_stride);
         let (mut a, mut b, mut left) = (pa, pb, k);
         // SAFETY (both loops): `left` counts the steps the panels still hold.
-        while left >= 4 {
+        while left >= 8 {
             let mut c = reload(acc);
             unsafe {
-                k_step(&mut c, a, b);
-                keep(acc, &c);
-                k_step(&mut c, a.add(1), b.add(s1));
-                keep(acc, &c);
-                k_step(&mut c, a.add(2), b.add(s2));
-                keep(acc, &c);
-                k_step(&mut c, a.add(3), b.add(s3));
-                keep(acc, &c);
+                two_steps(acc, &mut c, a, b, b_stride);
+                two_steps(acc, &mut c, a.add(2), b.add(s2), b_stride);
+                two_steps(acc, &mut c, a.add(4), b.add(s4), b_stride);
+                two_steps(acc, &mut c, a.add(6), b.add(s6), b_stride);
                 // Wrapping: after the last step B's pointer may pass its buffer's end.
-                (a, b) = (a.wrapping_add(4), b.wrapping_add(s4));
+                (a, b) = (a.wrapping_add(8), b.wrapping_add(s8));
             }
-            left -= 4;
+            left -= 8;
         }
         let mut c = reload(acc);
         while left > 0 {
             unsafe {
                 k_step(&mut c, a, b);
-                (a, b) = (a.wrapping_add(1), b.wrapping_add(s1));
+                (a, b) = (a.wrapping_add(1), b.wrapping_add(b_stride));
             }
             left -= 1;
         }
