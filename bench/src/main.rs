@@ -454,21 +454,27 @@ fn main() -> anyhow::Result<()> {
         Host::start_full(component, &yolo_edge_tests::models(), &yolo_edge_tests::fresh_data_dir(), &wasm_args)
     };
     // The first start compiles the composed component and caches it. The Spin path and the
-    // native host alternate request by request, so that their ratio (a target) compares the
-    // same minutes of this machine.
+    // native host alternate request by request, and every image's pair within each round, so
+    // that the ratios (a target) compare the same minutes of this machine for every image.
+    // 30 rounds: this VM's speed swings by 1.5x within minutes, and 10 rounds' medians moved
+    // by ~15 % from one run to the next.
     let wasm_host = start_wasm(&composed)?;
     let native_host = Host::start(&unlimited)?;
-    let (mut wasm_lat, mut native_lat) = (Vec::new(), Vec::new());
-    for image in &IMAGES {
-        let t = target(wasm_host.url("/detect"), Some(&wasm_host.key), image);
-        let native = target(native_host.url("/detect"), Some(&native_host.key), image);
-        let answers = http::alternating(&[&t, &native], 2, cfg.reps.min(10))?;
-        if let Some(bad) = answers.iter().flatten().find(|a| a.status != 200) {
-            anyhow::bail!("the composed component or the native host failed: {}", bad.body);
-        }
-        wasm_lat.push(ms(&answers[0]));
-        native_lat.push(ms(&answers[1]));
+    let pairs: Vec<[http::Target; 2]> = IMAGES
+        .iter()
+        .map(|image| {
+            [
+                target(wasm_host.url("/detect"), Some(&wasm_host.key), image),
+                target(native_host.url("/detect"), Some(&native_host.key), image),
+            ]
+        })
+        .collect();
+    let answers = http::alternating(&pairs.iter().flatten().collect::<Vec<_>>(), 2, cfg.reps.min(30))?;
+    if let Some(bad) = answers.iter().flatten().find(|a| a.status != 200) {
+        anyhow::bail!("the composed component or the native host failed: {}", bad.body);
     }
+    let wasm_lat: Vec<_> = answers.iter().step_by(2).map(|a| ms(a)).collect();
+    let native_lat: Vec<_> = answers.iter().skip(1).step_by(2).map(|a| ms(a)).collect();
     drop(native_host);
     // What the provider's own convolution code is worth, request by request on large.jpg: the
     // default bake (Winograd 3×3 convolutions, our 4×8 GEMM kernel) against tract's im2col
