@@ -7,8 +7,8 @@
 //! a kernel's accumulators in stack slots across the back edge, so tract's 8×8 wasm kernel
 //! reloads and spills its 16 accumulators at every k step. This kernel holds a 4×8 tile (8
 //! accumulators) in memory, read once per loop iteration of eight k steps and stored after
-//! every second step, which keeps Cranelift from spilling within the iteration (see [`add_mat_mul`]); it
-//! broadcasts the 4 values of A from one load with shuffles, and multiplies-adds with
+//! every second step, which keeps Cranelift from spilling within the iteration (see
+//! [`add_mat_mul`]); it broadcasts the 4 values of A from one load with shuffles, and multiplies-adds with
 //! `f32x4.relaxed_madd`, which Wasmtime compiles to one FMA where the CPU has it (and to a
 //! multiply and an add elsewhere: both are valid results).
 //!
@@ -192,8 +192,9 @@ mod wasm {
 
     /// Store a 4×8 tile's accumulators to their home in memory, volatile so that LLVM keeps
     /// every store. Called after every second step of a multiply-add loop, the stores pin
-    /// those steps' FMAs in place in the machine code; see [`add_mat_mul`] for why that matters. (Tried
-    /// in `Direct3x3` too, after each of its taps: its first layer ran ~30 % slower.)
+    /// those steps' FMAs in place in the machine code; see [`add_mat_mul`] for why that
+    /// matters. (Tried in `Direct3x3` too, after each of its taps: its first layer ran ~30 %
+    /// slower.)
     #[inline(always)]
     fn keep(home: &mut [[v128; 2]; MR], c: &[[v128; 2]; MR]) {
         let p = home.as_mut_ptr() as *mut v128;
@@ -250,7 +251,10 @@ mod wasm {
     /// second step instead, 6.6-9 % faster again (three runs, 1.066-1.090 for every step);
     /// after every fourth, 14-17 % slower (spills again); eight steps per iteration rather than
     /// four, 3-6 % faster (0.94-0.97). Broadcasting A with `v128.load32_splat` instead of one
-    /// load and shuffles: 12 % slower.
+    /// load and shuffles: 12 % slower. Broadcasting B instead (A's 4 values as the vector, 8
+    /// `v128.load32_splat`s of B per step, no shuffles): 2x slower, since Cranelift cannot fold
+    /// those loads into `vbroadcastss` with the stores in between and goes through a general
+    /// register (`mov`, `vmovd`, `vpbroadcastd`) for each.
     #[inline(always)]
     pub(crate) unsafe fn add_mat_mul(
         acc: &mut [[v128; 2]; MR],
