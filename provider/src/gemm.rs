@@ -8,9 +8,9 @@
 //! reloads and spills its 16 accumulators at every k step. This kernel holds a 4×8 tile (8
 //! accumulators) in memory, read once per loop iteration of eight k steps and stored after
 //! every second step, which keeps Cranelift from spilling within the iteration (see
-//! [`add_mat_mul`]); it broadcasts the 4 values of A from one load with shuffles, and multiplies-adds with
-//! `f32x4.relaxed_madd`, which Wasmtime compiles to one FMA where the CPU has it (and to a
-//! multiply and an add elsewhere: both are valid results).
+//! [`add_mat_mul`]); it broadcasts the 4 values of A from one load with shuffles, and
+//! multiplies-adds with `f32x4.relaxed_madd`, which Wasmtime compiles to one FMA where the CPU
+//! has it (and to a multiply and an add elsewhere: both are valid results).
 //!
 //! It plugs into tract through tract-linalg's public registries (`inventory` collections of
 //! kernels and of dispatch tiers), so tract still packs, tiles, fuses bias and activation and
@@ -281,15 +281,18 @@ mod wasm {
             }
             left -= 8;
         }
-        let mut c = reload(acc);
-        while left > 0 {
-            unsafe {
-                k_step(&mut c, a, b);
-                (a, b) = (a.wrapping_add(1), b.wrapping_add(b_stride));
+        // The last `k % 8` steps, if any (after the loop `acc` already holds the sums).
+        if left > 0 {
+            let mut c = reload(acc);
+            while left > 0 {
+                unsafe {
+                    k_step(&mut c, a, b);
+                    (a, b) = (a.wrapping_add(1), b.wrapping_add(b_stride));
+                }
+                left -= 1;
             }
-            left -= 1;
+            keep(acc, &c);
         }
-        keep(acc, &c);
     }
 
     /// Run one tile's fused program (see tract-linalg's `FusedKerSpec`); 0 when done.
