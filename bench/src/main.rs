@@ -30,7 +30,7 @@ use std::time::{Duration, Instant};
 use ledger::shared_ledger;
 use serde_json::{Value, json};
 use stats::{Summary, summarize};
-use yolo_edge_tests::{Host, photo, photo_bytes, repo};
+use yolo_edge_tests::{Host, pair_detections, photo, photo_bytes, repo};
 
 /// A benchmark input.
 struct Image {
@@ -246,25 +246,24 @@ fn large_photo(
     Ok((answers, py))
 }
 
-/// The largest confidence difference between two `/detect` answers' detections, paired in
-/// order (both sort by confidence); 1.0 when they do not pair up (another count or class).
+/// The largest confidence difference between two `/detect` answers, their detections paired
+/// as the end-to-end tests pair them ([`pair_detections`]: same class, best overlap); 1.0 when
+/// a detection of either answer has no pair.
 fn max_confidence_delta(a: &str, b: &str) -> f64 {
-    let detections = |body: &str| -> Vec<(i64, f64)> {
+    let detections = |body: &str| -> Vec<Value> {
         let v: Value = serde_json::from_str(body).unwrap_or(Value::Null);
-        v["detections"]
-            .as_array()
-            .map(|d| {
-                d.iter()
-                    .map(|x| (x["class_id"].as_i64().unwrap_or(-1), x["confidence"].as_f64().unwrap_or(f64::NAN)))
-                    .collect()
-            })
-            .unwrap_or_default()
+        v["detections"].as_array().cloned().unwrap_or_default()
     };
     let (a, b) = (detections(a), detections(b));
-    if a.len() != b.len() || a.iter().zip(&b).any(|(x, y)| x.0 != y.0) {
+    let pairs = pair_detections(&a, &b);
+    if a.len() != b.len() || pairs.iter().any(Option::is_none) {
         return 1.0;
     }
-    a.iter().zip(&b).map(|(x, y)| (x.1 - y.1).abs()).fold(0.0, f64::max)
+    let confidence = |v: &Value| v["confidence"].as_f64().unwrap_or(f64::NAN);
+    b.iter()
+        .zip(pairs.into_iter().flatten())
+        .map(|(y, i)| (confidence(&a[i]) - confidence(y)).abs())
+        .fold(0.0, f64::max)
 }
 
 fn latency_json(s: &Summary) -> Value {
@@ -758,8 +757,10 @@ fn main() -> anyhow::Result<()> {
     let vs_python = worst(&|i| ratio(host_lat[i].p50, py_lat[i].p50));
     let vs_bare = worst(&|i| ratio(host_lat[i].p50, bare_lat[i].p50));
     let eight = rows.iter().find(|r| r.clients == 8).map(|r| r.results.clone()).unwrap_or_default();
-    let tp_vs_py = ratio(eight[0].0, eight[3].0);
-    let tp_vs_bare = ratio(eight[0].0, eight[1].0);
+    let (host8, bare8, py8, ov8) = (eight[0].0, eight[1].0, eight[3].0, eight[5].0);
+    let tp_vs_py = ratio(host8, py8);
+    let tp_vs_bare = ratio(host8, bare8);
+    let bare_pre = |i: usize| bare_lat[i].p50 - bare_nn[i].p50;
     let worst_metering =
         metering.iter().map(|(on, off, _, _)| ratio(on.p50, off.p50) - 1.0).fold(f64::MIN, f64::max) * 100.0;
     // Fuel only slows guest code, so the guest-time difference isolates it from the noise of
@@ -796,23 +797,22 @@ fn main() -> anyhow::Result<()> {
         met(cold.p50 <= 1000.0),
         IMAGES[0].name,
         guest_ms(0),
-        bare_lat[0].p50 - bare_nn[0].p50,
+        bare_pre(0),
         IMAGES[1].name,
         guest_ms(1),
-        bare_lat[1].p50 - bare_nn[1].p50,
+        bare_pre(1),
     ));
     // The CPU each 8-client target leaves a request, against what this run measured.
     let cpu_ms = |rps: f64| cores as f64 * 1000.0 / rps;
-    let (host8, bare8, py8, ov8) = (eight[0].0, eight[1].0, eight[3].0, eight[5].0);
-    let budget = cpu_ms(1.3 * py8);
-    let bare_pre = bare_lat[0].p50 - bare_nn[0].p50;
+    let (host_cpu, bare_cpu, budget) = (cpu_ms(host8), cpu_ms(bare8), cpu_ms(1.3 * py8));
+    let large_pre = bare_pre(0);
     let ov_delta = max_confidence_delta(&host_bodies[0], &ov.answers[0].body);
     let ov_moves = if ov_delta < 1.0 {
         format!("moves {}'s confidences by up to {ov_delta:.4}", IMAGES[0].name)
     } else {
         format!("changes {}'s detections", IMAGES[0].name)
     };
-    let floor = if budget - single_nn.p50 < bare_pre {
+    let floor = if budget - single_nn.p50 < large_pre {
         format!(
             " So only less arithmetic per image reaches 1.3×: OpenVINO's default precision on this CPU (bf16 \
              where the CPU has it) does {ov8:.1} req/s above, and {ov_moves} against ONNX Runtime's f32 (the \
@@ -822,17 +822,15 @@ fn main() -> anyhow::Result<()> {
         String::new()
     };
     md.push_str(&format!(
-        "\nThe CPU behind the 8-client targets ({cores} cores, {}): yolo-edge spends {:.1} ms of CPU per \
-         request and the bare pipeline {:.1} ms ({:+.1} ms; ≥ 0.95× the bare pipeline allows {:.1} ms). ≥ 1.3× \
+        "\nThe CPU behind the 8-client targets ({cores} cores, {}): yolo-edge spends {host_cpu:.1} ms of CPU per \
+         request and the bare pipeline {bare_cpu:.1} ms ({:+.1} ms; ≥ 0.95× the bare pipeline allows {:.1} ms). ≥ 1.3× \
          the Python server allows {budget:.1} ms per request. ONNX Runtime's single-threaded f32 inference \
          alone takes {:.1} ms (p50, measured alone in this run), which leaves {:.1} ms for decoding, \
          letterboxing, HTTP and the ledger, where the bare pipeline's decode and letterbox alone take \
-         {bare_pre:.1} ms; the bare pipeline itself (no sandbox, no HTTP, no ledger) does {:.2}× the Python \
+         {large_pre:.1} ms; the bare pipeline itself (no sandbox, no HTTP, no ledger) does {:.2}× the Python \
          server in the same rounds.{floor}\n",
         IMAGES[0].name,
-        cpu_ms(host8),
-        cpu_ms(bare8),
-        cpu_ms(host8) - cpu_ms(bare8),
+        host_cpu - bare_cpu,
         cpu_ms(0.95 * bare8),
         single_nn.p50,
         budget - single_nn.p50,
@@ -848,7 +846,7 @@ fn main() -> anyhow::Result<()> {
     raw.insert(
         "cpu_per_request_8_clients_ms".into(),
         json!({
-            "host": cpu_ms(host8), "bare": cpu_ms(bare8), "allowed_for_1_3x_python_server": budget,
+            "host": host_cpu, "bare": bare_cpu, "allowed_for_1_3x_python_server": budget,
             "openvino_default_max_confidence_delta": ov_delta,
         }),
     );
@@ -920,11 +918,15 @@ mod tests {
 
     #[test]
     fn confidence_deltas_pair_detections_in_order() {
-        let a = r#"{"detections":[{"class_id":3,"confidence":0.62},{"class_id":0,"confidence":0.30}],"count":2}"#;
-        let b = r#"{"detections":[{"class_id":3,"confidence":0.6}, {"class_id":0,"confidence":0.305}],"count":2}"#;
+        let a = r#"{"detections":[{"class_id":3,"confidence":0.62,"bbox":[0,0,10,10]},
+            {"class_id":0,"confidence":0.30,"bbox":[20,20,30,30]}],"count":2}"#;
+        // The same objects, listed in the other order and a little moved.
+        let b = r#"{"detections":[{"class_id":0,"confidence":0.305,"bbox":[20,20,30,31]},
+            {"class_id":3,"confidence":0.6,"bbox":[0,0,10,11]}],"count":2}"#;
         assert!((max_confidence_delta(a, b) - 0.02).abs() < 1e-9);
         assert_eq!(max_confidence_delta(a, a), 0.0);
-        let other_class = r#"{"detections":[{"class_id":2,"confidence":0.62},{"class_id":0,"confidence":0.30}]}"#;
+        let other_class = r#"{"detections":[{"class_id":2,"confidence":0.62,"bbox":[0,0,10,10]},
+            {"class_id":0,"confidence":0.30,"bbox":[20,20,30,30]}]}"#;
         assert_eq!(max_confidence_delta(a, other_class), 1.0);
         assert_eq!(max_confidence_delta(a, r#"{"detections":[],"count":0}"#), 1.0);
     }

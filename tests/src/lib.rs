@@ -448,6 +448,30 @@ fn iou(a: &Value, b: &Value) -> f64 {
     inter / (area(a) + area(b) - inter).max(1e-9)
 }
 
+/// Pair `/detect` detections across two answers as [`assert_matches_reference`] does: each of
+/// `reference`'s, in order, with the unused one of `ours` of the same class that overlaps it
+/// best (IoU above 0.5). For every reference detection, the index of its pair in `ours`, if any.
+pub fn pair_detections(ours: &[Value], reference: &[Value]) -> Vec<Option<usize>> {
+    let mut used = vec![false; ours.len()];
+    reference
+        .iter()
+        .map(|y| {
+            let best = ours
+                .iter()
+                .enumerate()
+                .filter(|(i, x)| !used[*i] && x["class_id"] == y["class_id"])
+                .map(|(i, x)| (i, iou(x, y)))
+                .max_by(|p, q| p.1.total_cmp(&q.1))
+                .filter(|(_, overlap)| *overlap > 0.5)
+                .map(|(i, _)| i);
+            if let Some(i) = best {
+                used[i] = true;
+            }
+            best
+        })
+        .collect()
+}
+
 /// Assert that `ours` (a `/detect` answer) matches `expected` (a reference entry): same
 /// image size; detections sorted by confidence; each reference detection paired with one
 /// of ours of the same class (best IoU), confidence and every box coordinate within
@@ -461,16 +485,10 @@ pub fn assert_matches_reference(ours: &Value, expected: &Value, tol: Tolerance, 
     let confidence = |v: &Value| v["confidence"].as_f64().unwrap_or(-1.0);
     assert!(a.windows(2).all(|w| confidence(&w[0]) >= confidence(&w[1])), "{what}: not sorted: {a:?}");
     let borderline = |v: &Value| (confidence(v) - conf).abs() <= tol.conf;
+    let pairs = pair_detections(a, b);
     let mut used = vec![false; a.len()];
-    for y in b {
-        let best = a
-            .iter()
-            .enumerate()
-            .filter(|(i, x)| !used[*i] && x["class_id"] == y["class_id"])
-            .map(|(i, x)| (i, iou(x, y)))
-            .max_by(|p, q| p.1.total_cmp(&q.1))
-            .filter(|(_, overlap)| *overlap > 0.5);
-        let Some((i, _)) = best else {
+    for (y, pair) in b.iter().zip(pairs) {
+        let Some(i) = pair else {
             assert!(borderline(y), "{what}: reference detection {y} has no counterpart in {a:?}");
             continue;
         };
