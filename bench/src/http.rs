@@ -75,15 +75,17 @@ pub fn sequential(t: &Target, warmup: usize, n: usize) -> anyhow::Result<Vec<Ans
 }
 
 /// `n` rounds of one request to each target in turn (after `warmup` unmeasured rounds): the
-/// answers per target, so that slow phases of a noisy machine hit every side alike.
+/// answers per target, so that slow phases of a noisy machine hit every side alike. Each
+/// round starts one target further on, so that no side always comes right after another.
+/// Answer `k` of every target is from round `k`.
 pub fn alternating(targets: &[&Target], warmup: usize, n: usize) -> anyhow::Result<Vec<Vec<Answer>>> {
     let agent = agent();
     let mut answers: Vec<Vec<Answer>> = targets.iter().map(|_| Vec::with_capacity(n)).collect();
     for round in 0..warmup + n {
-        for (t, into) in targets.iter().zip(&mut answers) {
-            let answer = send(&agent, t)?;
+        for i in (0..targets.len()).map(|i| (i + round) % targets.len()) {
+            let answer = send(&agent, targets[i])?;
             if round >= warmup {
-                into.push(answer);
+                answers[i].push(answer);
             }
         }
     }
