@@ -11,7 +11,8 @@
 //!
 //! Every comparison behind the targets interleaves its sides (bare pipeline, host and Python
 //! request by request; the throughputs in alternating rounds; fuel on and off request by
-//! request), because the speed of these shared machines drifts within minutes.
+//! request, judged by the median of each round's ratio), because the speed of these shared
+//! machines drifts within minutes.
 //!
 //! Writes `BENCHMARKS.md` (tables, ratios against the baselines of the same run) and
 //! `BENCHMARKS.json` (the raw numbers). Not a test: nothing here asserts a timing.
@@ -425,6 +426,13 @@ fn main() -> anyhow::Result<()> {
         host_parts.push(json!({
             "wall_us": med("x-wall-us"), "nn_us": med("x-nn-us"), "instantiate_us": med("x-instantiate-us"),
             "fuel": med("x-fuel"), "memory_bytes": med("x-memory-bytes"),
+            // Every round's sample, in order, so that a p99 can be traced to its round and
+            // compared with the other sides' samples of that round.
+            "rounds": {
+                "host_ms": l.answers.iter().map(|a| a.ms).collect::<Vec<_>>(),
+                "host_wall_ms": l.answers.iter().map(|a| a.number("x-wall-us").unwrap_or(f64::NAN) / 1000.0).collect::<Vec<_>>(),
+                "bare_ms": l.bare, "python_ms": l.python,
+            },
         }));
     }
     step("a large photograph: yolo-edge's three decode modes and Python in-process, interleaved");
