@@ -271,8 +271,19 @@ fn latency_json(s: &Summary) -> Value {
     json!({"n": s.n, "p50_ms": s.p50, "p99_ms": s.p99, "mean_ms": s.mean})
 }
 
+/// Each answer's client-observed latency, ms, in order.
+fn latencies(answers: &[http::Answer]) -> Vec<f64> {
+    answers.iter().map(|a| a.ms).collect()
+}
+
 fn ms(answers: &[http::Answer]) -> Summary {
-    summarize(&answers.iter().map(|a| a.ms).collect::<Vec<_>>())
+    summarize(&latencies(answers))
+}
+
+/// An answer's guest time, ms: the invocation's wall time less its inference, as the host
+/// reports them (`x-wall-us`, `x-nn-us`).
+fn guest_time_ms(a: &http::Answer) -> f64 {
+    (a.number("x-wall-us").unwrap_or(0.0) - a.number("x-nn-us").unwrap_or(0.0)) / 1000.0
 }
 
 /// Fuel on against fuel off, one image, in alternating rounds.
@@ -308,10 +319,6 @@ struct OneClient {
     python: f64,
     /// yolo-edge's invocation wall time (the host's `x-wall-us`).
     wall: f64,
-    /// yolo-edge's guest time: wall − inference.
-    guest: f64,
-    /// The bare pipeline's time outside inference (decode, letterbox, post-processing).
-    bare_pre: f64,
     /// yolo-edge's inference (`x-nn-us`).
     nn: f64,
     /// The bare pipeline's inference.
@@ -325,6 +332,8 @@ impl OneClient {
     /// wasi-nn calls) and in inference.
     fn paragraph(&self, image: &str) -> String {
         let outside = self.host - self.wall;
+        // The guest's time (wall − inference) against the bare pipeline's outside inference.
+        let (guest, bare_pre) = (self.wall - self.nn, self.bare - self.bare_nn);
         let python_allows = self.python - self.bare;
         let mut text = format!(
             "\nThe time behind the one-client targets ({image}, p50s): yolo-edge answers in {:.1} ms, the bare \
@@ -339,9 +348,9 @@ impl OneClient {
             self.python,
             0.10 * self.bare,
             self.host - self.bare,
-            self.guest - self.bare_pre,
-            self.guest,
-            self.bare_pre,
+            guest - bare_pre,
+            guest,
+            bare_pre,
             self.nn - self.bare_nn,
         );
         if outside > python_allows {
@@ -429,7 +438,7 @@ fn main() -> anyhow::Result<()> {
             // Every round's sample, in order, so that a p99 can be traced to its round and
             // compared with the other sides' samples of that round.
             "rounds": {
-                "host_ms": l.answers.iter().map(|a| a.ms).collect::<Vec<_>>(),
+                "host_ms": latencies(&l.answers),
                 "host_wall_ms": l.answers.iter().map(|a| a.number("x-wall-us").unwrap_or(f64::NAN) / 1000.0).collect::<Vec<_>>(),
                 "bare_ms": l.bare, "python_ms": l.python,
             },
@@ -496,20 +505,13 @@ fn main() -> anyhow::Result<()> {
         let off = target(no_fuel.url("/detect"), Some(&no_fuel.key), image);
         // Twice the usual rounds: this row decides a target and is a few percent of 50 ms.
         let answers = http::alternating(&[&on, &off], 2, 2 * cfg.reps)?;
-        let guest = |answers: &[http::Answer]| {
-            let ms: Vec<f64> = answers
-                .iter()
-                .map(|a| (a.number("x-wall-us").unwrap_or(0.0) - a.number("x-nn-us").unwrap_or(0.0)) / 1000.0)
-                .collect();
-            summarize(&ms)
-        };
-        let client_ms = |answers: &[http::Answer]| answers.iter().map(|a| a.ms).collect::<Vec<_>>();
+        let guest = |answers: &[http::Answer]| summarize(&answers.iter().map(guest_time_ms).collect::<Vec<_>>());
         metering.push(Metering {
             on: ms(&answers[0]),
             off: ms(&answers[1]),
             guest_on: guest(&answers[0]),
             guest_off: guest(&answers[1]),
-            paired: paired_overhead(&client_ms(&answers[0]), &client_ms(&answers[1])).unwrap_or(f64::NAN),
+            paired: paired_overhead(&latencies(&answers[0]), &latencies(&answers[1])).unwrap_or(f64::NAN),
         });
     }
     drop(no_fuel);
@@ -774,13 +776,7 @@ fn main() -> anyhow::Result<()> {
     }
     let (photo_answers, photo_py) = &large_photo;
     let photo_py = summarize(photo_py);
-    let photo_guest_ms = |answers: &[http::Answer]| {
-        median(
-            answers
-                .iter()
-                .map(|a| (a.number("x-wall-us").unwrap_or(0.0) - a.number("x-nn-us").unwrap_or(0.0)) / 1000.0),
-        )
-    };
+    let photo_guest_ms = |answers: &[http::Answer]| median(answers.iter().map(guest_time_ms));
     let first_detection = |answers: &[http::Answer]| -> String {
         let v: Value = serde_json::from_str(&answers[0].body).unwrap_or(Value::Null);
         let d = &v["detections"][0];
@@ -938,8 +934,6 @@ fn main() -> anyhow::Result<()> {
         bare: bare_lat[0].p50,
         python: py_lat[0].p50,
         wall: host_parts[0]["wall_us"].as_f64().unwrap_or(f64::NAN) / 1000.0,
-        guest: guest_ms(0),
-        bare_pre: bare_pre(0),
         nn: host_parts[0]["nn_us"].as_f64().unwrap_or(f64::NAN) / 1000.0,
         bare_nn: bare_nn[0].p50,
     };
@@ -1029,16 +1023,7 @@ mod tests {
     /// no server meets ≤ 1.0× Python only when HTTP and the ledger alone take more than that allows.
     #[test]
     fn one_client_paragraph_says_what_each_target_leaves() {
-        let mut one = OneClient {
-            host: 46.3,
-            bare: 37.9,
-            python: 39.2,
-            wall: 44.5,
-            guest: 14.1,
-            bare_pre: 8.4,
-            nn: 30.4,
-            bare_nn: 29.5,
-        };
+        let mut one = OneClient { host: 46.3, bare: 37.9, python: 39.2, wall: 44.5, nn: 30.4, bare_nn: 29.5 };
         let text = one.paragraph("large.jpg");
         for part in [
             "allows yolo-edge +1.3 ms",
