@@ -8,11 +8,11 @@
 //! for 4 output channels × 8 adjacent pixels, 27 taps of 2 input vectors and 4 broadcast
 //! weights each, then bias, leaky ReLU and one store per row of 8: no intermediate matrix.
 //!
-//! [`crate::winograd::conv3x3_ops`] installs a [`Direct3x3`] for the 3×3 convolutions with
-//! fewer than [`crate::winograd::MIN_CHANNELS`] input channels.
+//! [`crate::passes::conv3x3_ops`] installs a [`Direct3x3`] for the 3×3 convolutions with
+//! fewer than [`crate::passes::MIN_CHANNELS`] input channels.
 //!
 //! A 2×2, stride-2 max pool that alone reads such a convolution's output is folded into it
-//! ([`fuse_pools`]): two rows of 8 pixels in registers, pooled, then stored, so yolov3-tiny's
+//! ([`crate::passes::fuse_pools`]): two rows of 8 pixels in registers, pooled, then stored, so yolov3-tiny's
 //! first layer never writes its 11 MB output (measured per inference in Wasm: 9.1–9.5 ms for
 //! both against 12.7 + 2.5 ms).
 
@@ -21,9 +21,9 @@ use std::sync::Arc;
 use core::arch::wasm32::*;
 use tract_onnx::tract_core::internal::*;
 
+use crate::conv3x3::{eval_images, image_facts, load, store_first, takes_pool};
 use crate::gemm::{leaky, madd, splat};
-use crate::pool::{MaxPool2x2S2, max_2x2};
-use crate::winograd::{Winograd3x3, eval_images, image_facts, load, store_first, takes_pool};
+use crate::pool::max_2x2;
 
 /// Output pixels computed side by side: 2 vectors of 4.
 const PIXELS: usize = 8;
@@ -41,7 +41,7 @@ pub struct Direct3x3 {
     bias: Arc<Vec<f32>>,
     /// The leaky ReLU folded in, if any.
     alpha: Option<f32>,
-    /// A 2×2, stride-2 max pool of the output folded in ([`fuse_pools`]).
+    /// A 2×2, stride-2 max pool of the output folded in ([`crate::passes::fuse_pools`]).
     pool: bool,
 }
 
@@ -240,44 +240,10 @@ impl TypedOp for Direct3x3 {
     as_op!();
 }
 
-/// Fold each [`MaxPool2x2S2`] of the optimised `model` whose input is a 3×3 op's output
-/// ([`Direct3x3`], [`Winograd3x3`]) and nothing else's into that op: its full-size output is
-/// then never written nor read again (yolov3-tiny's first layer: 16 × 416 × 416, 11 MB);
-/// returns how many.
-pub fn fuse_pools(model: &mut TypedModel) -> TractResult<usize> {
-    let mut count = 0;
-    for id in model.eval_order()? {
-        let node = model.node(id);
-        if !node.op_is::<MaxPool2x2S2>() {
-            continue;
-        }
-        let source = node.inputs[0];
-        let producer = model.node(source.node);
-        let fused: Box<dyn TypedOp> = if let Some(op) = producer.op_as::<Direct3x3>().and_then(Direct3x3::pooled) {
-            Box::new(op)
-        } else if let Some(op) = producer.op_as::<Winograd3x3>().and_then(Winograd3x3::pooled) {
-            Box::new(op)
-        } else {
-            continue;
-        };
-        if model.outlet_successors(source).len() != 1 || model.output_outlets()?.contains(&source) {
-            continue;
-        }
-        let mut patch = TypedModelPatch::default();
-        let input = patch.tap_model(model, producer.inputs[0])?;
-        let wire = patch.wire_node(format!("{}.pooled", producer.name), fused, &[input])?[0];
-        patch.shunt_outside(model, OutletId::new(id, 0), wire)?;
-        patch.apply(model)?;
-        count += 1;
-    }
-    model.compact()?;
-    Ok(count)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::winograd::tests::{direct, pool2x2, values};
+    use crate::conv3x3::reference::{direct, pool2x2, values};
 
     #[test]
     fn matches_a_direct_convolution_on_every_edge_case() {
@@ -313,38 +279,5 @@ mod tests {
             pooled_op.run(&input, h, w, &mut got);
             assert_eq!(got, pool2x2(&full, cout, h, w), "{cin}→{cout} {h}×{w}");
         }
-    }
-
-    /// The pass folds the pools that follow a direct and a Winograd convolution (and not one
-    /// whose input another node also reads): the plan computes the same.
-    #[test]
-    fn fuse_pools_folds_the_pools_after_the_3x3_ops() {
-        let (cin, mid, cout, h, w) = (3, 8, 8, 16, 32);
-        let mut model = TypedModel::default();
-        let input = model.add_source("input", f32::fact([1, cin, h, w])).unwrap();
-        let first = Direct3x3::new(cin, mid, &values(mid * cin * 9, 13), values(mid, 14), Some(0.1)).unwrap();
-        let conv = model.wire_node("first", first, &[input]).unwrap();
-        let pool = model.wire_node("pool1", MaxPool2x2S2, &conv).unwrap();
-        let second = Winograd3x3::new(mid, cout, &values(cout * mid * 9, 15), values(cout, 16), Some(0.1)).unwrap();
-        let conv = model.wire_node("second", second, &pool).unwrap();
-        let pool = model.wire_node("pool2", MaxPool2x2S2, &conv).unwrap();
-        // `second`'s output is also an output of the model: that pool stays.
-        let third = Winograd3x3::new(cout, cout, &values(cout * cout * 9, 17), values(cout, 18), None).unwrap();
-        let conv3 = model.wire_node("third", third, &pool).unwrap();
-        let pool3 = model.wire_node("pool3", MaxPool2x2S2, &conv3).unwrap();
-        model.select_output_outlets(&[pool3[0], conv3[0]]).unwrap();
-        let image = Tensor::from_shape(&[1, cin, h, w], &values(cin * h * w, 19)).unwrap();
-        let run = |model: TypedModel| {
-            let outs = model.into_runnable().unwrap().run(tvec!(image.clone().into_tvalue())).unwrap();
-            outs.iter()
-                .map(|o| {
-                    (o.shape().to_vec(), o.to_plain_array_view::<f32>().unwrap().iter().copied().collect::<Vec<f32>>())
-                })
-                .collect::<Vec<_>>()
-        };
-        let want = run(model.clone());
-        assert_eq!(fuse_pools(&mut model).unwrap(), 2);
-        assert_eq!(model.nodes().iter().filter(|n| n.op_is::<MaxPool2x2S2>()).count(), 1, "{model}");
-        assert_eq!(run(model), want);
     }
 }

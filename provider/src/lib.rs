@@ -36,19 +36,21 @@ mod bindings {
     });
 }
 
-use bindings::exports;
-
+#[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+mod conv3x3;
 #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
 mod direct;
 mod gemm;
+#[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+mod passes;
 mod pool;
 #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
 mod winograd;
 
-use exports::wasi::nn::errors::{self as errors_api, ErrorCode};
-use exports::wasi::nn::graph::{self as graph_api, ExecutionTarget, GraphEncoding};
-use exports::wasi::nn::inference::{self as inference_api, NamedTensor};
-use exports::wasi::nn::tensor::{self as tensor_api, TensorType};
+use bindings::exports::wasi::nn::errors::{self as errors_api, ErrorCode};
+use bindings::exports::wasi::nn::graph::{self as graph_api, ExecutionTarget, GraphEncoding};
+use bindings::exports::wasi::nn::inference::{self as inference_api, NamedTensor};
+use bindings::exports::wasi::nn::tensor::{self as tensor_api, TensorType};
 
 /// Where models are found by name.
 const MODELS_DIR: &str = "/models";
@@ -221,15 +223,15 @@ fn prepare(model: InferenceModel, baking: bool) -> Result<Model, Failure> {
         .and_then(TypedModel::into_decluttered)
         .and_then(|mut m| {
             #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
-            if winograd::ENABLED.load(Ordering::Relaxed) {
-                winograd::conv3x3_ops(&mut m, baking)?;
+            if passes::ENABLED.load(Ordering::Relaxed) {
+                passes::conv3x3_ops(&mut m, baking)?;
             }
             m.into_optimized()
         })
         .and_then(|mut m| {
             pool::fast_pools(&mut m)?;
             #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
-            direct::fuse_pools(&mut m)?;
+            passes::fuse_pools(&mut m)?;
             m.into_runnable()
         })
         .map_err(|e| (ErrorCode::RuntimeError, format!("tract cannot prepare the model: {e:#}")))?;
@@ -448,7 +450,7 @@ impl bindings::Guest for Provider {
         }
         #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
         if let Some(conv) = var(CONV_VAR) {
-            assert!(winograd::select(&conv), "wizer-initialize: {CONV_VAR}={conv:?} is not winograd or im2col");
+            assert!(passes::select(&conv), "wizer-initialize: {CONV_VAR}={conv:?} is not winograd or im2col");
         }
         assert!(valid_name(&name), "wizer-initialize: {name:?} is not a model name");
         FILL_ON_FREE.store(true, Ordering::Relaxed);

@@ -9,9 +9,9 @@
 //! at 416×416 that is ~1.7 GFLOP of GEMM instead of ~5.2 (3.1× fewer; less than 4× because 13×13
 //! maps pad to 16×16), plus the transforms (~15-20 % of the op's time, measured).
 //!
-//! [`conv3x3_ops`] rewrites a decluttered model (the baked one: a model loaded while
+//! [`crate::passes::conv3x3_ops`] rewrites a decluttered model (the baked one: a model loaded while
 //! serving would pay the weight transform on every load): every f32 `Conv` with a 3×3 kernel, stride
-//! and dilation 1, one group, padding 1 on every side, at least [`MIN_CHANNELS`] input channels
+//! and dilation 1, one group, padding 1 on every side, at least [`crate::passes::MIN_CHANNELS`] input channels
 //! and a multiple of 4 output channels, and constant weights and bias, becomes a [`Winograd3x3`]
 //! node (its weights transformed once, at load or bake time). A `LeakyRelu` that is the
 //! convolution's only consumer is folded into it, as tract folds it into its GEMM.
@@ -22,46 +22,21 @@
 //! convolution in f64; the end-to-end tests keep their detection tolerances).
 //!
 //! A 2×2, stride-2 max pool that alone reads the output is folded into the output transform
-//! ([`crate::direct::fuse_pools`]): each 4×4 tile gives its 2×2 maxima, so the full-size output
+//! ([`crate::passes::fuse_pools`]): each 4×4 tile gives its 2×2 maxima, so the full-size output
 //! is never stored (yolov3-tiny: the 208×208, 104×104 and 52×52 layers).
 //!
 //! The first layer (3 input channels) is not Winograd's: there it was measured no faster end to
 //! end (407.6 vs 405.9 ms p50 per request, alternated), its output transform costing what the
-//! GEMM saves. The same pass gives convolutions with fewer than [`MIN_CHANNELS`] input channels
-//! to [`Direct3x3`] instead.
+//! GEMM saves. The same pass gives convolutions with fewer input channels to
+//! [`crate::direct::Direct3x3`] instead.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use core::arch::wasm32::*;
 use tract_onnx::tract_core::internal::*;
-use tract_onnx::tract_core::ops::cnn::conv::KernelFormat;
-use tract_onnx::tract_core::ops::cnn::{Conv, PaddingSpec};
-use tract_onnx::tract_core::ops::element_wise::ElementWiseOp;
-use tract_onnx::tract_core::ops::nn::{DataFormat, LeakyRelu};
 
-use crate::direct::Direct3x3;
+use crate::conv3x3::{eval_images, image_facts, load, shrink, store, store_first, takes_pool};
 use crate::gemm::{self, leaky};
-
-/// Convolutions with fewer input channels are computed directly ([`Direct3x3`]): their GEMMs
-/// are too thin for the transforms to pay (yolov3-tiny's first layer has 3).
-pub const MIN_CHANNELS: usize = 8;
-
-/// Whether models prepared from now on get [`conv3x3_ops`] (else tract's im2col lowering for
-/// every convolution).
-pub static ENABLED: AtomicBool = AtomicBool::new(true);
-
-/// Choose how the plans prepared from now on compute 3×3 convolutions: `"winograd"` (the
-/// default) or `"im2col"` (tract's own); false for an unknown name.
-pub fn select(name: &str) -> bool {
-    let on = match name {
-        "winograd" => true,
-        "im2col" => false,
-        _ => return false,
-    };
-    ENABLED.store(on, Ordering::Relaxed);
-    true
-}
 
 /// Points of the transformed tile (6 × 6).
 const POINTS: usize = 36;
@@ -79,7 +54,7 @@ pub struct Winograd3x3 {
     bias: Arc<Vec<f32>>,
     /// The leaky ReLU folded in, if any.
     alpha: Option<f32>,
-    /// A 2×2, stride-2 max pool of the output folded in ([`crate::direct::fuse_pools`]).
+    /// A 2×2, stride-2 max pool of the output folded in ([`crate::passes::fuse_pools`]).
     pool: bool,
 }
 
@@ -212,64 +187,6 @@ impl TypedOp for Winograd3x3 {
     as_op!();
 }
 
-/// The `eval` of the 3×3 ops ([`Winograd3x3`], [`Direct3x3`]): check the input (`[N, cin, H,
-/// W]` or `[cin, H, W]`, f32, contiguous) and `run(image, h, w, output)` for each image into an
-/// output of `cout` channels, `H / 2 × W / 2` with a 2×2 max `pool` folded in (else `H × W`).
-pub(crate) fn eval_images(
-    op: &str,
-    (cin, cout, pool): (usize, usize, bool),
-    inputs: TVec<TValue>,
-    run: impl Fn(&[f32], usize, usize, &mut [f32]),
-) -> TractResult<TVec<TValue>> {
-    let shrink = shrink(pool);
-    let input = args_1!(inputs);
-    let shape: TVec<usize> = input.shape().into();
-    let rank = shape.len();
-    ensure!(rank >= 3 && shape[rank - 3] == cin, "{op}: input {shape:?} for {cin} channels");
-    let (h, w) = (shape[rank - 2], shape[rank - 1]);
-    ensure!(h.is_multiple_of(shrink) && w.is_multiple_of(shrink), "{op}: input {shape:?} for a pool of {shrink}");
-    let input = input.to_plain_array_view::<f32>()?;
-    let input = input.as_slice().with_context(|| format!("{op} needs a contiguous input"))?;
-    let mut out_shape = shape.clone();
-    out_shape[rank - 3] = cout;
-    out_shape[rank - 2] = h / shrink;
-    out_shape[rank - 1] = w / shrink;
-    let mut output = Tensor::zero::<f32>(&out_shape)?;
-    {
-        let mut plain = output.try_as_plain_ram_mut()?;
-        let out = plain.as_slice_mut::<f32>()?;
-        let plane = cout * (h / shrink) * (w / shrink);
-        for (image, out) in input.chunks_exact(cin * h * w).zip(out.chunks_exact_mut(plane)) {
-            run(image, h, w, out);
-        }
-    }
-    Ok(tvec!(output.into_tvalue()))
-}
-
-/// The output fact of the 3×3 ops: the input's shape with `cout` channels, its height and
-/// width halved with a `pool` folded in.
-pub(crate) fn image_facts(cout: usize, pool: bool, inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
-    let shrink = shrink(pool);
-    let mut shape = inputs[0].shape.to_tvec();
-    let rank = shape.len();
-    shape[rank - 3] = cout.to_dim();
-    shape[rank - 2] = shape[rank - 2].clone() / shrink;
-    shape[rank - 1] = shape[rank - 1].clone() / shrink;
-    Ok(tvec!(f32::fact(shape)))
-}
-
-/// Whether a 3×3 op with this `pool` flag and leaky ReLU slope `alpha` can take a 2×2 max pool
-/// of its output folded in: none folded yet, and an activation that commutes with the maximum
-/// (none, or a slope of at least 0: bias and such a leaky ReLU are non-decreasing).
-pub(crate) fn takes_pool(pool: bool, alpha: Option<f32>) -> bool {
-    !pool && alpha.is_none_or(|a| a >= 0.0)
-}
-
-/// What a 3×3 op's output height and width are divided by: 2 with a 2×2 max pool folded in.
-fn shrink(pool: bool) -> usize {
-    if pool { 2 } else { 1 }
-}
-
 /// `Bᵀ d` for one column of a 6×6 tile (`d[k]`: the k-th row's values), the input transform's
 /// rows.
 #[inline(always)]
@@ -300,32 +217,6 @@ fn at(m: [v128; 6]) -> [v128; 4] {
         f32x4_add(p, f32x4_mul(f32x4_splat(4.0), r)),
         f32x4_add(f32x4_add(q, f32x4_mul(f32x4_splat(8.0), s)), m5),
     ]
-}
-
-/// 4 values from the start of `s`.
-#[inline(always)]
-pub(crate) fn load(s: &[f32]) -> v128 {
-    let s = &s[..4];
-    // SAFETY: `s` has 4 values; wasm loads need no alignment.
-    unsafe { v128_load(s.as_ptr() as *const v128) }
-}
-
-#[inline(always)]
-fn store(d: &mut [f32], v: v128) {
-    let d = &mut d[..4];
-    // SAFETY: `d` has room for 4 values; wasm stores need no alignment.
-    unsafe { v128_store(d.as_mut_ptr() as *mut v128, v) }
-}
-
-/// Store the first `n` (≤ 4) lanes of `v`.
-#[inline(always)]
-pub(crate) fn store_first(d: &mut [f32], v: v128, n: usize) {
-    if n >= 4 {
-        store(d, v);
-    } else {
-        let lanes = [f32x4_extract_lane::<0>(v), f32x4_extract_lane::<1>(v), f32x4_extract_lane::<2>(v)];
-        d[..n].copy_from_slice(&lanes[..n]);
-    }
 }
 
 /// The columns of four 4-wide groups laid side by side (`a`..`e`: 20 consecutive values of a
@@ -566,166 +457,10 @@ fn store_pooled(
     }
 }
 
-/// The leaky ReLU's slope, if `node` is nothing but a leaky ReLU.
-fn leaky_alpha(node: &TypedNode) -> Option<f32> {
-    let op = node.op_as::<ElementWiseOp>()?;
-    if op.1.is_some() {
-        return None;
-    }
-    op.0.downcast_ref::<LeakyRelu>().map(|l| l.alpha)
-}
-
-/// The f32 values of a constant outlet, if it is one.
-fn constant(model: &TypedModel, outlet: OutletId) -> Option<Vec<f32>> {
-    let konst = model.outlet_fact(outlet).ok()?.konst.clone()?;
-    let view = konst.to_plain_array_view::<f32>().ok()?;
-    Some(view.iter().copied().collect())
-}
-
-/// The op for conv node `id`, if it is a 3×3 convolution this module computes ([`Winograd3x3`]
-/// when `winograd`, or [`Direct3x3`] under [`MIN_CHANNELS`] input channels), and the outlet it
-/// replaces (the convolution's, or that of the leaky ReLU folded in).
-fn conv3x3_for(model: &TypedModel, id: usize, winograd: bool) -> TractResult<Option<(Box<dyn TypedOp>, OutletId)>> {
-    let node = model.node(id);
-    let Some(conv) = node.op_as::<Conv>() else { return Ok(None) };
-    let spec = &conv.pool_spec;
-    let fact = model.outlet_fact(node.inputs[0])?;
-    let Some(shape) = fact.shape.as_concrete() else { return Ok(None) };
-    let (cin, cout) = (conv.input_channels(), conv.output_channels());
-    let one = |v: &[usize]| v.iter().all(|&x| x == 1);
-    let fits = conv.q_params.is_none()
-        && conv.group == 1
-        && conv.kernel_fmt == KernelFormat::OIHW
-        && fact.datum_type == f32::datum_type()
-        && match spec.data_format {
-            DataFormat::NCHW => shape.len() == 4,
-            DataFormat::CHW => shape.len() == 3,
-            _ => false,
-        }
-        && shape[shape.len() - 3] == cin
-        && spec.kernel_shape[..] == [3, 3]
-        && one(&spec.strides())
-        && one(&spec.dilations())
-        && match &spec.padding {
-            PaddingSpec::Explicit(before, after) | PaddingSpec::ExplicitOnnxPool(before, after, _) => {
-                one(before) && one(after)
-            }
-            PaddingSpec::SameUpper | PaddingSpec::SameLower => true,
-            PaddingSpec::Valid => false,
-        }
-        && cout.is_multiple_of(4)
-        && (winograd || cin < MIN_CHANNELS);
-    if !fits {
-        return Ok(None);
-    }
-    let (Some(kernel), Some(bias)) = (constant(model, node.inputs[1]), constant(model, node.inputs[2])) else {
-        return Ok(None);
-    };
-    let bias = match bias.len() {
-        1 => vec![bias[0]; cout],
-        n if n == cout => bias,
-        _ => return Ok(None),
-    };
-    // Fold a leaky ReLU that alone consumes the convolution's output.
-    let mut replaced = OutletId::new(id, 0);
-    let mut alpha = None;
-    if let [next] = model.outlet_successors(replaced)
-        && let Some(a) = leaky_alpha(model.node(next.node))
-        && !model.output_outlets()?.contains(&replaced)
-    {
-        alpha = Some(a);
-        replaced = OutletId::new(next.node, 0);
-    }
-    let op: Box<dyn TypedOp> = if cin >= MIN_CHANNELS {
-        Box::new(Winograd3x3::new(cin, cout, &kernel, bias, alpha)?)
-    } else {
-        Box::new(Direct3x3::new(cin, cout, &kernel, bias, alpha)?)
-    };
-    Ok(Some((op, replaced)))
-}
-
-/// Replace every convolution of the decluttered `model` that [`Winograd3x3`] (only when
-/// `winograd`: its weight transform costs ~0.8 s for yolov3-tiny, paid once by a bake, but by
-/// every request that loads a model) or [`Direct3x3`] computes; returns how many.
-pub fn conv3x3_ops(model: &mut TypedModel, winograd: bool) -> TractResult<usize> {
-    let mut count = 0;
-    for id in model.eval_order()? {
-        let Some((op, replaced)) = conv3x3_for(model, id, winograd)? else { continue };
-        let mut patch = TypedModelPatch::default();
-        let input = patch.tap_model(model, model.node(id).inputs[0])?;
-        let name = model.node(replaced.node).name.clone();
-        let wire = patch.wire_node(format!("{name}.conv3x3"), op, &[input])?[0];
-        patch.shunt_outside(model, replaced, wire)?;
-        patch.apply(model)?;
-        count += 1;
-    }
-    model.compact()?;
-    Ok(count)
-}
-
 #[cfg(test)]
-pub(crate) mod tests {
+mod tests {
     use super::*;
-    use tract_onnx::tract_core::ops::cnn::PoolSpec;
-    use tract_onnx::tract_core::ops::nn::leaky_relu;
-
-    /// Deterministic values in [-1, 1).
-    pub(crate) fn values(n: usize, seed: u32) -> Vec<f32> {
-        let mut s = seed.wrapping_mul(2_654_435_761).wrapping_add(1);
-        (0..n)
-            .map(|_| {
-                s ^= s << 13;
-                s ^= s >> 17;
-                s ^= s << 5;
-                (s >> 8) as f32 / (1 << 23) as f32 - 1.0
-            })
-            .collect()
-    }
-
-    /// The maxima of each 2×2 block of `c` planes of `h × w` values (both even).
-    pub(crate) fn pool2x2(full: &[f32], c: usize, h: usize, w: usize) -> Vec<f32> {
-        let (oh, ow) = (h / 2, w / 2);
-        (0..c * oh * ow)
-            .map(|i| {
-                let (o, y, x) = (i / (oh * ow), i / ow % oh, i % ow);
-                let at = |dy: usize, dx: usize| full[(o * h + 2 * y + dy) * w + 2 * x + dx];
-                at(0, 0).max(at(0, 1)).max(at(1, 0)).max(at(1, 1))
-            })
-            .collect()
-    }
-
-    /// Direct convolution, padding 1, in f64.
-    pub(crate) fn direct(
-        input: &[f32],
-        kernel: &[f32],
-        bias: &[f32],
-        cin: usize,
-        cout: usize,
-        h: usize,
-        w: usize,
-    ) -> Vec<f64> {
-        let mut out = vec![0f64; cout * h * w];
-        for o in 0..cout {
-            for y in 0..h {
-                for x in 0..w {
-                    let mut s = f64::from(bias[o]);
-                    for i in 0..cin {
-                        for ky in 0..3 {
-                            for kx in 0..3 {
-                                let (iy, ix) = ((y + ky) as isize - 1, (x + kx) as isize - 1);
-                                if iy >= 0 && ix >= 0 && (iy as usize) < h && (ix as usize) < w {
-                                    s += f64::from(input[(i * h + iy as usize) * w + ix as usize])
-                                        * f64::from(kernel[((o * cin + i) * 3 + ky) * 3 + kx]);
-                                }
-                            }
-                        }
-                    }
-                    out[(o * h + y) * w + x] = s;
-                }
-            }
-        }
-        out
-    }
+    use crate::conv3x3::reference::{direct, pool2x2, values};
 
     #[test]
     fn matches_a_direct_convolution_on_every_edge_case() {
@@ -778,54 +513,5 @@ pub(crate) mod tests {
         // A pool does not commute with a negative slope: no folding then.
         let negative = Winograd3x3::new(8, 4, &values(4 * 8 * 9, 19), values(4, 20), Some(-0.5)).unwrap();
         assert!(negative.pooled().is_none());
-    }
-
-    /// A tract graph `input → Conv(3×3, pad 1) → LeakyRelu` with constant weights.
-    fn conv_model(cin: usize, cout: usize, h: usize, w: usize, kernel: &[f32], bias: &[f32]) -> TypedModel {
-        let mut model = TypedModel::default();
-        let input = model.add_source("input", f32::fact([1, cin, h, w])).unwrap();
-        let kernel = model.add_const("kernel", Tensor::from_shape(&[cout, cin, 3, 3], kernel).unwrap()).unwrap();
-        let bias = model.add_const("bias", Tensor::from_shape(&[cout], bias).unwrap()).unwrap();
-        let spec = PoolSpec::new(
-            DataFormat::NCHW,
-            tvec!(3, 3),
-            PaddingSpec::Explicit(tvec!(1, 1), tvec!(1, 1)),
-            None,
-            None,
-            cin,
-            cout,
-        );
-        let conv = model.wire_node("conv", Conv::new(spec, KernelFormat::OIHW, 1, None), &[input, kernel, bias]);
-        let leaky = model.wire_node("leaky", leaky_relu(0.1), &conv.unwrap()).unwrap();
-        model.select_output_outlets(&leaky).unwrap();
-        model
-    }
-
-    #[test]
-    fn the_pass_replaces_a_conv_and_its_leaky_relu_with_the_same_results() {
-        // 16 input channels: Winograd; 3 (an image): direct.
-        for (cin, cout, h, w, winograd) in [(16, 8, 13, 13, true), (3, 16, 11, 19, false)] {
-            let (kernel, bias) = (values(cout * cin * 9, 4), values(cout, 5));
-            let input = Tensor::from_shape(&[1, cin, h, w], &values(cin * h * w, 6)).unwrap();
-            let run = |model: TypedModel| {
-                let plan = model.into_optimized().unwrap().into_runnable().unwrap();
-                let out = plan.run(tvec!(input.clone().into_tvalue())).unwrap().remove(0);
-                out.to_plain_array_view::<f32>().unwrap().iter().copied().collect::<Vec<f32>>()
-            };
-            let want = run(conv_model(cin, cout, h, w, &kernel, &bias));
-            // A model loaded while serving keeps tract's lowering where Winograd would apply.
-            let mut served = conv_model(cin, cout, h, w, &kernel, &bias).into_decluttered().unwrap();
-            assert_eq!(conv3x3_ops(&mut served, false).unwrap(), usize::from(!winograd));
-            let mut model = conv_model(cin, cout, h, w, &kernel, &bias).into_decluttered().unwrap();
-            assert_eq!(conv3x3_ops(&mut model, true).unwrap(), 1);
-            assert!(model.nodes().iter().any(|n| n.op_is::<Winograd3x3>() == winograd));
-            assert!(model.nodes().iter().any(|n| n.op_is::<Direct3x3>() != winograd));
-            assert!(!model.nodes().iter().any(|n| n.op_is::<Conv>() || leaky_alpha(n).is_some()), "{model}");
-            let got = run(model);
-            assert_eq!(got.len(), want.len());
-            let worst = got.iter().zip(&want).map(|(g, w)| (g - w).abs()).fold(0f32, f32::max);
-            assert!(worst < 1e-4, "{cin} channels: worst difference {worst}");
-            assert!(got.iter().any(|&v| v < 0.0) && got.iter().any(|&v| v > 0.0), "the leaky ReLU kept its slope");
-        }
     }
 }
