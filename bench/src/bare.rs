@@ -11,10 +11,10 @@ use yolo_core::model::{Labels, ModelMetadata};
 use yolo_core::options::{DecodeMode, DetectOptions};
 use yolo_core::postprocess::detections;
 use yolo_core::response::Detection;
-use yolo_edge::nn::backend::{Cancel, Demand, Graph, Tensor};
-use yolo_edge::nn::onnx::{OnnxGraph, OnnxOptions};
-use yolo_edge::nn::openvino::{OpenVinoGraph, OpenVinoOptions};
-use yolo_edge::nn::{ExecutionTarget, TensorType};
+use yolo_edge_nn::backend::{Cancel, Demand, Graph, Tensor};
+use yolo_edge_nn::onnx::{OnnxGraph, OnnxOptions};
+use yolo_edge_nn::openvino::{OpenVinoGraph, OpenVinoOptions};
+use yolo_edge_nn::{ExecutionTarget, TensorType};
 
 use crate::stats::closed_loop;
 

@@ -393,8 +393,8 @@ fn main() -> anyhow::Result<()> {
     // sides: this machine's speed drifts by ±15 % within minutes, and a ratio of two blocks
     // measured minutes apart would mostly measure the drift.
     step("start the servers (yolo-edge with fuel on and off, on OpenVINO, Python, stock wasmtime)");
-    yolo_edge::nn::onnx::init_runtime(None)?;
-    yolo_edge::nn::openvino::init_runtime(None)?;
+    yolo_edge_nn::onnx::init_runtime(None)?;
+    yolo_edge_nn::openvino::init_runtime(None)?;
     // The same image again and again: with the result cache on, every request after the first
     // would be a hit. The contenders compute every answer, so the hosts do too.
     let unlimited = ["--tenant-rps", "0", "--tenant-max-concurrent", "0", "--no-result-cache"];

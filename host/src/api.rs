@@ -2,34 +2,36 @@
 //! Both need the caller's API key and only ever show the caller's own tenant.
 
 use http::{Method, Request};
-use hyper::body::Incoming;
 use yolo_core::{ApiError, ErrorCode};
 
-use crate::server::{App, Reply, json_error, json_reply};
-use crate::usage::{Period, rfc3339};
+use yolo_edge_ledger::{Period, rfc3339};
+
+use crate::admission::{auth_refusal, unavailable};
+use crate::app::App;
+use crate::reply::{Reply, json_error, json_reply, set_header};
 
 fn query_param(query: &str, name: &str) -> Option<String> {
     form_urlencoded::parse(query.as_bytes()).find_map(|(k, v)| (k == name).then(|| v.into_owned()))
 }
 
 fn internal(e: anyhow::Error) -> Reply {
-    crate::billing::unavailable(&e)
+    unavailable(&e)
 }
 
 /// Answer `/v1/usage` or `/v1/invocations/{id}`.
-pub async fn handle(app: &App, req: Request<Incoming>) -> Reply {
+pub async fn handle<B>(app: &App, req: Request<B>) -> Reply {
     if req.method() != Method::GET {
         let mut r = json_error(&ApiError::new(
             ErrorCode::MethodNotAllowed,
             format!("{} is not allowed here: use GET", req.method()),
         ));
-        crate::server::set_header(&mut r, "allow", "GET");
+        set_header(&mut r, "allow", "GET");
         return r;
     }
     let authorization = req.headers().get(http::header::AUTHORIZATION).and_then(|v| v.to_str().ok());
     let caller = match app.store.authenticate(authorization).await {
         Ok(c) => c,
-        Err(e) => return crate::billing::auth_refusal(&e),
+        Err(e) => return auth_refusal(&e),
     };
     let path = req.uri().path().to_owned();
     let query = req.uri().query().unwrap_or("").to_owned();

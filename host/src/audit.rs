@@ -91,7 +91,7 @@ impl AuditLog {
     ) {
         let Some(sink) = &self.sink else { return };
         let line = Line {
-            time: crate::usage::rfc3339(crate::db::now_us()),
+            time: yolo_edge_ledger::rfc3339(yolo_edge_ledger::now_us()),
             ip: peer.ip().to_string(),
             method,
             path,

@@ -16,81 +16,25 @@ use std::time::Instant;
 use bytes::Bytes;
 use http::{HeaderValue, Request, header, request::Parts};
 use http_body_util::{BodyExt as _, Full};
-use hyper::body::Incoming;
 use uuid::Uuid;
 use yolo_core::{ApiError, ErrorCode};
 
+use yolo_edge_ledger::{Caller, Entry, Outcome as Recorded, StoredAnswer, now_us};
+
+use crate::admission::{admit, limit_refusal, refused, unavailable};
+use crate::app::App;
 use crate::audit::RequestFacts;
 use crate::cache::{self, CacheKey, CachedAnswer};
-use crate::db::now_us;
-use crate::front::{answer_unread, read_body};
+use crate::front::{RequestBody, answer_unread, read_body};
 use crate::idempotency::{self, Claim, ClaimGuard};
 use crate::invoke::{Failure, Outcome};
-use crate::ledger::{Entry, Outcome as Recorded, StoredAnswer};
-use crate::limits::{Refusal, Slot, TenantTicket};
+use crate::limits::{Slot, TenantTicket};
 use crate::metering::{Usage, headers};
 use crate::pricing::Charge;
-use crate::server::{App, Reply, function_reply, json_error, no_route, set_header};
-use crate::tenants::{AuthError, Caller};
-
-/// The JSON answer for a refused key.
-pub fn auth_refusal(e: &AuthError) -> Reply {
-    let code = match e {
-        AuthError::Revoked => ErrorCode::KeyRevoked,
-        AuthError::Missing | AuthError::Invalid => ErrorCode::Unauthorized,
-        AuthError::Unavailable(reason) => return unavailable(&anyhow::anyhow!("key lookup failed: {reason}")),
-    };
-    let mut r = json_error(&ApiError::new(code, e.to_string()));
-    if code == ErrorCode::Unauthorized {
-        set_header(&mut r, "www-authenticate", "Bearer");
-    }
-    r
-}
-
-/// The answer when the store cannot be used: 503, nothing charged, retry later.
-pub fn unavailable(e: &anyhow::Error) -> Reply {
-    tracing::error!(error = %format!("{e:#}"), "ledger unavailable");
-    let mut r = json_error(&ApiError::new(
-        ErrorCode::LedgerUnavailable,
-        "the ledger is unavailable; nothing was charged: retry later",
-    ));
-    set_header(&mut r, "retry-after", "1");
-    r
-}
-
-/// Attach what is known about a refused request, for the audit log and the metrics.
-fn refused(mut reply: Reply, tenant: Option<&str>, reason: &'static str) -> Reply {
-    reply.extensions_mut().insert(RequestFacts {
-        tenant: tenant.map(str::to_owned),
-        refused: Some(reason),
-        ..RequestFacts::default()
-    });
-    reply
-}
-
-fn limit_refusal(refusal: Refusal, tenant: &str) -> Reply {
-    let (code, reason, message) = match refusal {
-        Refusal::Overloaded { .. } => (
-            ErrorCode::Overloaded,
-            "overloaded",
-            "every instance is busy and the wait queue is full: retry later".to_owned(),
-        ),
-        Refusal::RateLimited { .. } => {
-            (ErrorCode::RateLimited, "rate_limited", format!("tenant {tenant:?} is over its request rate: retry later"))
-        }
-        Refusal::ConcurrencyLimited => (
-            ErrorCode::ConcurrencyLimited,
-            "concurrency_limited",
-            format!("tenant {tenant:?} has too many requests in flight: retry when one finishes"),
-        ),
-    };
-    let mut r = json_error(&ApiError::new(code, message));
-    set_header(&mut r, "retry-after", refusal.retry_after_secs().to_string());
-    refused(r, Some(tenant), reason)
-}
+use crate::reply::{Reply, function_reply, json_error, no_route, set_header};
 
 /// Handle a request for the function.
-pub async fn handle(app: Arc<App>, req: Request<Incoming>, peer: SocketAddr) -> Reply {
+pub async fn handle(app: Arc<App>, req: Request<impl RequestBody>, peer: SocketAddr) -> Reply {
     let (parts, body) = req.into_parts();
     // A refusal before the body is read is answered at once (the connection then closes);
     // what the client still sends is read and dropped, so it sees the answer, not a reset.
@@ -217,35 +161,6 @@ struct Held {
     _guard: Option<ClaimGuard>,
 }
 
-/// Authenticate the caller, apply the tenant's rate limit, and check that the balance
-/// covers a call. (The tenant's in-flight cap is applied once the body has arrived.)
-async fn admit(app: &App, parts: &Parts) -> Result<Caller, Box<Reply>> {
-    let authorization = parts.headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
-    let caller = app.store.authenticate(authorization).await.map_err(|e| {
-        let reason = match e {
-            AuthError::Revoked => "key_revoked",
-            AuthError::Unavailable(_) => "ledger_unavailable",
-            AuthError::Missing | AuthError::Invalid => "unauthorized",
-        };
-        Box::new(refused(auth_refusal(&e), None, reason))
-    })?;
-    app.tenants.check_rate(&caller.tenant).await.map_err(|r| Box::new(limit_refusal(r, &caller.tenant)))?;
-    let price = app.config.pricing.per_call;
-    let balance = app.store.balance(&caller.tenant).await.map_err(|e| Box::new(unavailable(&e)))?.unwrap_or(0);
-    if balance < i64::try_from(price).unwrap_or(i64::MAX) {
-        let mut r = json_error(&ApiError::new(
-            ErrorCode::InsufficientBalance,
-            format!(
-                "the balance of tenant {:?} is {balance} tokens, below the price of a call ({price} tokens): add credit",
-                caller.tenant
-            ),
-        ));
-        set_header(&mut r, headers::BALANCE, balance.to_string());
-        return Err(Box::new(refused(r, Some(&caller.tenant), "insufficient_balance")));
-    }
-    Ok(caller)
-}
-
 fn route_of(parts: &Parts) -> String {
     format!("{} {}", parts.method, parts.uri.path())
 }
@@ -302,7 +217,7 @@ async fn execute(
     let Some(invoker) = app.routes.find(parts.uri.path()) else { return no_route(parts.uri.path()) };
     let invocation = invoker.invoke(Request::from_parts(parts, Full::new(body))).await;
     let usage = invocation.usage;
-    let tokens = app.config.pricing.tokens(&usage, Charge::Executed);
+    let tokens = app.pricing.tokens(&usage, Charge::Executed);
     let mut reply = function_reply(&invocation.outcome);
     let status = reply.status().as_u16();
     let outcome = match &invocation.outcome {
@@ -420,7 +335,7 @@ async fn reuse_answer(
         Reuse::Replay { .. } => (Recorded::Replay, Charge::Replay),
         Reuse::CacheHit { .. } => (Recorded::Answered, Charge::CacheHit),
     };
-    let tokens = app.config.pricing.tokens(&usage, charge);
+    let tokens = app.pricing.tokens(&usage, charge);
     let invoked = Invoked { id: &id, caller: &caller, ts_us, route: route_of(parts), status: stored.status, outcome };
     let mut e = invoked.entry(&usage, tokens);
     let mut kept = None;

@@ -117,7 +117,7 @@ impl CacheKey {
         h.update((options.len() as u64).to_le_bytes());
         h.update(options.as_bytes());
         h.update(&request.image);
-        Some(Self(hex(&h.finalize())))
+        Some(Self(hex::encode(h.finalize())))
     }
 
     /// The key as text.
@@ -126,13 +126,9 @@ impl CacheKey {
     }
 }
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 /// The SHA-256 of `bytes`, in hex.
 pub fn sha256_hex(bytes: &[u8]) -> String {
-    hex(&Sha256::digest(bytes))
+    hex::encode(Sha256::digest(bytes))
 }
 
 /// The SHA-256 (hex) of what in a model directory can change an answer: every regular file
@@ -150,7 +146,7 @@ pub fn model_fingerprint(dir: &Path) -> std::io::Result<String> {
         h.update((bytes.len() as u64).to_le_bytes());
         h.update(&bytes);
     }
-    Ok(hex(&h.finalize()))
+    Ok(hex::encode(h.finalize()))
 }
 
 /// Each model's identity for cache keys: its directory's [`model_fingerprint`] and its

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Context as _;
 use serde::Deserialize;
 
+use crate::limits::TenantLimits;
 use crate::pricing::{PriceSheet, TokenValue};
 
 /// The whole configuration file.
@@ -41,7 +42,7 @@ pub struct Config {
     pub cache: crate::cache::CacheConfig,
     /// Where tenants, keys and the ledger live (SQLite by default, or a shared PostgreSQL).
     #[serde(default)]
-    pub database: crate::store::DatabaseConfig,
+    pub database: yolo_edge_ledger::DatabaseConfig,
     /// The Redis a fleet of hosts shares (tenant limits, and the result cache by default).
     #[serde(default)]
     pub redis: crate::redis_link::RedisConfig,
@@ -103,24 +104,6 @@ impl Default for Limits {
     }
 }
 
-/// Limits applied to each tenant separately (429 when exceeded, nothing billed).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct TenantLimits {
-    /// Sustained requests per second (token bucket refill); 0 turns the rate limit off.
-    pub requests_per_second: u32,
-    /// Bucket size: requests allowed in a burst.
-    pub burst: u32,
-    /// Requests of one tenant in flight at once; 0 means no cap.
-    pub max_concurrent: u32,
-}
-
-impl Default for TenantLimits {
-    fn default() -> Self {
-        Self { requests_per_second: 50, burst: 100, max_concurrent: 16 }
-    }
-}
-
 /// The audit log: one JSON line per request.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -159,34 +142,9 @@ impl Config {
     }
 }
 
-/// `url` (a database or Redis URL) with its password replaced by `***`, for messages and logs.
-pub fn redact_url(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else { return url.to_owned() };
-    let (authority, tail) = rest.split_once('/').map_or((rest, None), |(a, t)| (a, Some(t)));
-    let authority = match authority.rsplit_once('@') {
-        Some((userinfo, host)) => match userinfo.split_once(':') {
-            Some((user, _)) => format!("{user}:***@{host}"),
-            None => format!("{userinfo}@{host}"),
-        },
-        None => authority.to_owned(),
-    };
-    tail.map_or_else(|| format!("{scheme}://{authority}"), |t| format!("{scheme}://{authority}/{t}"))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn passwords_stay_out_of_logs() {
-        assert_eq!(redact_url("postgres://app:s3cret@db:5432/ledger"), "postgres://app:***@db:5432/ledger");
-        assert_eq!(redact_url("postgres://app@db/ledger?sslmode=disable"), "postgres://app@db/ledger?sslmode=disable");
-        assert_eq!(redact_url("postgresql://db"), "postgresql://db");
-        assert_eq!(redact_url("p:w@x"), "p:w@x");
-        assert_eq!(redact_url("redis://127.0.0.1:6379/0"), "redis://127.0.0.1:6379/0");
-        assert_eq!(redact_url("redis://:secret@r:6379"), "redis://:***@r:6379");
-        assert_eq!(redact_url("rediss://app:secret@r:6379/1"), "rediss://app:***@r:6379/1");
-    }
 
     #[test]
     fn the_repository_config_is_the_default() {
@@ -214,5 +172,13 @@ mod tests {
         assert!(Config::parse("[pricing]\nper_call = -1\n").is_err());
         assert!(Config::parse("[pricing]\nper_call = 0.5\n").is_err(), "tokens are integers");
         assert!(Config::parse("[tokens]\nvalue = \"abc\"\n").is_err());
+    }
+
+    #[test]
+    fn the_http_section_parses_with_defaults_and_refuses_typos() {
+        let c = Config::parse("[http]\nmax_headers = 7\nmax_connections = 3\n").unwrap();
+        assert_eq!((c.http.max_headers, c.http.max_connections), (7, 3));
+        assert_eq!(c.http.body_read_timeout_ms, crate::front::HttpLimits::default().body_read_timeout_ms);
+        assert!(Config::parse("[http]\nmax_header = 7\n").is_err());
     }
 }

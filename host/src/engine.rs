@@ -91,7 +91,7 @@ pub fn build_linker(engine: &Engine, with_nn: bool) -> anyhow::Result<Linker<Inv
     wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
     wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
     if with_nn {
-        crate::nn::add_to_linker(&mut linker, InvocationState::nn)?;
+        yolo_edge_nn::add_to_linker(&mut linker, InvocationState::nn)?;
     }
     Ok(linker)
 }

@@ -4,7 +4,7 @@
 //! answer instead of a reset), and the cap on open connections.
 //!
 //! Settings: `[http]` in `yolo-edge.toml`, each overridden by the `serve` flag of the same
-//! name ([`HttpArgs`]).
+//! name.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,13 +12,19 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use http::{HeaderValue, header, request::Parts};
 use http_body_util::BodyExt as _;
-use hyper::body::{Body as _, Incoming};
+use hyper::body::Body;
 use serde::Deserialize;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 use yolo_core::{ApiError, ErrorCode};
 
-use crate::server::{Reply, json_error};
+use crate::reply::{Reply, json_error};
+
+/// A request body as the front reads it: hyper's `Incoming` on a connection, or any other
+/// body of bytes when a request is handed to [`crate::server::handle`] in-process (tests).
+pub trait RequestBody: Body<Data = Bytes, Error: std::fmt::Display> + Send + Unpin + 'static {}
+
+impl<B> RequestBody for B where B: Body<Data = Bytes, Error: std::fmt::Display> + Send + Unpin + 'static {}
 
 /// Connections accepted beyond `max_connections`: they may only ask `GET /healthz` (and
 /// `/metrics`); anything else gets `503 overloaded`. They must send their request within
@@ -88,61 +94,6 @@ impl HttpLimits {
     }
 }
 
-/// The `serve` / `up` flags of `[http]`.
-#[derive(Debug, Default, clap::Args)]
-pub struct HttpArgs {
-    /// Largest request head, bytes; then 431 [http.max_header_bytes].
-    #[arg(long)]
-    pub max_header_bytes: Option<usize>,
-    /// Most header fields in a request; then 431 [http.max_headers].
-    #[arg(long)]
-    pub max_headers: Option<usize>,
-    /// Longest time to receive a request head (and to keep an idle connection), ms
-    /// [http.header_read_timeout_ms].
-    #[arg(long)]
-    pub header_read_timeout_ms: Option<u64>,
-    /// Longest wait for the next piece of a request body, ms; then 408 [http.body_read_timeout_ms].
-    #[arg(long)]
-    pub body_read_timeout_ms: Option<u64>,
-    /// Longest time to receive a whole request body, ms; then 408 [http.body_timeout_ms].
-    #[arg(long)]
-    pub body_timeout_ms: Option<u64>,
-    /// Open connections at once (plus 16 reserved for /healthz) [http.max_connections].
-    #[arg(long)]
-    pub max_connections: Option<usize>,
-    /// Bytes of a refused body read (and dropped) after the answer [http.drain_max_bytes].
-    #[arg(long)]
-    pub drain_max_bytes: Option<u64>,
-    /// Longest time spent reading a refused body after the answer, ms [http.drain_timeout_ms].
-    #[arg(long)]
-    pub drain_timeout_ms: Option<u64>,
-}
-
-impl HttpArgs {
-    /// `config` with these flags applied.
-    pub fn apply(&self, config: HttpLimits) -> HttpLimits {
-        let mut l = config;
-        macro_rules! over {
-            ($($field:ident),*) => {$(
-                if let Some(v) = self.$field {
-                    l.$field = v;
-                }
-            )*};
-        }
-        over!(
-            max_header_bytes,
-            max_headers,
-            header_read_timeout_ms,
-            body_read_timeout_ms,
-            body_timeout_ms,
-            max_connections,
-            drain_max_bytes,
-            drain_timeout_ms
-        );
-        l
-    }
-}
-
 /// The size of a request head as sent: request line and every `name: value` line.
 pub fn head_bytes(parts: &Parts) -> usize {
     let line = parts.method.as_str().len() + parts.uri.to_string().len() + " HTTP/1.1\r\n".len() + 1;
@@ -176,7 +127,7 @@ fn close(reply: &mut Reply) {
 /// `drain_max_bytes`, for `drain_timeout_ms`), so a client that writes its whole body before
 /// reading (curl, Python) sees the answer instead of a reset connection. A client that asked
 /// `Expect: 100-continue` is not drained: it has sent nothing and will send nothing.
-pub fn answer_unread(mut reply: Reply, parts: &Parts, body: Incoming, limits: &HttpLimits) -> Reply {
+pub fn answer_unread(mut reply: Reply, parts: &Parts, body: impl RequestBody, limits: &HttpLimits) -> Reply {
     if body.is_end_stream() {
         return reply;
     }
@@ -193,7 +144,7 @@ pub fn answer_unread(mut reply: Reply, parts: &Parts, body: Incoming, limits: &H
 }
 
 /// Read and drop the rest of `body` in the background, within the drain limits.
-fn drain(mut body: Incoming, limits: &HttpLimits) {
+fn drain(mut body: impl RequestBody, limits: &HttpLimits) {
     let max = limits.drain_max_bytes;
     let deadline = Instant::now() + Duration::from_millis(limits.drain_timeout_ms);
     let idle = Duration::from_millis(limits.body_read_timeout_ms.max(1));
@@ -228,7 +179,12 @@ pub type Unread = (Reply, &'static str);
 /// connection then closes) when the client stalls longer than `body_read_timeout_ms` or
 /// the body takes longer than `body_timeout_ms`. Call it before taking anything a slow
 /// client must not hold (an instance slot, a tenant's place in flight).
-pub async fn read_body(parts: &Parts, body: Incoming, limit: usize, limits: &HttpLimits) -> Result<Bytes, Unread> {
+pub async fn read_body(
+    parts: &Parts,
+    body: impl RequestBody,
+    limit: usize,
+    limits: &HttpLimits,
+) -> Result<Bytes, Unread> {
     if let Some(e) = declared_too_large(parts, limit) {
         return Err((answer_unread(json_error(&e), parts, body, limits), "payload_too_large"));
     }
@@ -360,22 +316,6 @@ mod tests {
         assert_eq!(size, "POST /detect?conf=0.3 HTTP/1.1\r\nx-a: b\r\n\r\n".len());
         assert!(check_head(&exact, &HttpLimits { max_header_bytes: size, ..limits }).is_none());
         assert!(check_head(&exact, &HttpLimits { max_header_bytes: size - 1, ..limits }).is_some());
-    }
-
-    #[test]
-    fn the_http_section_parses_with_defaults_and_refuses_typos() {
-        let c = crate::config::Config::parse("[http]\nmax_headers = 7\nmax_connections = 3\n").unwrap();
-        assert_eq!((c.http.max_headers, c.http.max_connections), (7, 3));
-        assert_eq!(c.http.body_read_timeout_ms, HttpLimits::default().body_read_timeout_ms);
-        assert!(crate::config::Config::parse("[http]\nmax_header = 7\n").is_err());
-    }
-
-    #[test]
-    fn flags_override_the_file() {
-        let args = HttpArgs { max_headers: Some(7), body_read_timeout_ms: Some(5), ..HttpArgs::default() };
-        let l = args.apply(HttpLimits::default());
-        assert_eq!((l.max_headers, l.body_read_timeout_ms), (7, 5));
-        assert_eq!(l.max_header_bytes, 16 << 10);
     }
 
     #[tokio::test]

@@ -17,9 +17,7 @@ use std::time::Duration;
 use sha2::{Digest, Sha256};
 use tokio::sync::watch;
 
-use crate::db::now_us;
-use crate::ledger::StoredAnswer;
-use crate::store::{KeyHold, Store};
+use yolo_edge_ledger::{KeyHold, Store, StoredAnswer, now_us};
 
 /// How long an answer can be replayed.
 pub const REPLAY_WINDOW: Duration = Duration::from_secs(24 * 3600);
@@ -86,7 +84,7 @@ pub fn request_fingerprint(method: &str, path_and_query: &str, content_type: &st
         h.update(part);
     }
     h.update(body);
-    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+    hex::encode(h.finalize())
 }
 
 impl Idempotency {
@@ -149,8 +147,8 @@ mod tests {
 
     #[tokio::test]
     async fn a_second_claim_waits_for_the_first() {
-        let (db, dir) = crate::db::temp_db("idempotency");
-        let db = Arc::new(db);
+        let dir = std::env::temp_dir().join(format!("yolo-edge-idempotency-{}-{}", std::process::id(), now_us()));
+        let db = Arc::new(yolo_edge_ledger::sqlite::Db::open(&dir).unwrap());
         let idem = Arc::new(Idempotency::new(Duration::from_secs(5)));
         let Claim::Execute(guard) = idem.claim(&*db, "acme", "k", "f").await.unwrap() else { panic!("first runs") };
         let (db2, idem2) = (db.clone(), idem.clone());

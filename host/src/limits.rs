@@ -14,8 +14,26 @@ use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use uuid::Uuid;
 
-use crate::config::TenantLimits;
 use crate::redis_link::{RedisLink, Unavailable};
+use serde::Deserialize;
+
+/// Limits applied to each tenant separately (429 when exceeded, nothing billed).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TenantLimits {
+    /// Sustained requests per second (token bucket refill); 0 turns the rate limit off.
+    pub requests_per_second: u32,
+    /// Bucket size: requests allowed in a burst.
+    pub burst: u32,
+    /// Requests of one tenant in flight at once; 0 means no cap.
+    pub max_concurrent: u32,
+}
+
+impl Default for TenantLimits {
+    fn default() -> Self {
+        Self { requests_per_second: 50, burst: 100, max_concurrent: 16 }
+    }
+}
 
 /// Why a request was turned away, and when to come back.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

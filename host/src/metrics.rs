@@ -34,18 +34,6 @@ pub struct Metrics {
     pub limits_fallbacks: IntCounter,
 }
 
-/// A stable, low-cardinality route label.
-pub fn route_label(path: &str) -> &'static str {
-    match path {
-        "/detect" | "/detect/" => "/detect",
-        "/healthz" => "/healthz",
-        "/metrics" => "/metrics",
-        "/v1/usage" => "/v1/usage",
-        p if p.starts_with("/v1/invocations/") => "/v1/invocations/{id}",
-        _ => "other",
-    }
-}
-
 impl Metrics {
     /// Register every metric.
     pub fn new() -> anyhow::Result<Self> {
@@ -121,7 +109,5 @@ mod tests {
         assert!(text.contains("yolo_edge_requests_total{route=\"/detect\",status=\"200\"} 1"), "{text}");
         assert!(text.contains("yolo_edge_tokens_total{tenant=\"acme\"} 1007"));
         assert!(text.contains("yolo_edge_invocation_seconds_bucket"));
-        assert_eq!(route_label("/v1/invocations/abc"), "/v1/invocations/{id}");
-        assert_eq!(route_label("/../../etc"), "other");
     }
 }

@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use serde::Deserialize;
 
-use crate::config::redact_url;
+use yolo_edge_ledger::redact_url;
 
 /// `[redis]` in `yolo-edge.toml`: the Redis shared by a fleet of hosts.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]

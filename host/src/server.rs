@@ -1,10 +1,10 @@
 //! The HTTP front: accept connections (hyper), route each request, shut down gracefully.
 //!
-//! Routes: `GET /healthz` (open, unbilled), `GET /metrics` (Prometheus), `GET /v1/usage`
-//! and `GET /v1/invocations/{id}` ([`crate::api`], answered by the host), the demo page and
-//! `GET /openapi.json` ([`crate::web`]); everything else
-//! goes to the function through [`crate::billing`] (authenticated, admitted, metered,
-//! recorded). Every request ends with one audit line and its metrics.
+//! Which handler answers a request is the route table's ([`crate::routes`]): `GET /healthz`
+//! (open, unbilled), `GET /metrics` (Prometheus), the host's API ([`crate::api`]), the demo
+//! page and `GET /openapi.json` ([`crate::web`]); everything else goes to the function through
+//! [`crate::billing`] (authenticated, admitted, metered, recorded). Every request ends with
+//! one audit line and its metrics.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -12,9 +12,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{HeaderValue, Request, Response, StatusCode, header};
+use http::{HeaderValue, Request, Response, header};
 use http_body_util::Full;
-use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -22,94 +21,13 @@ use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use yolo_core::{ApiError, ErrorCode};
 
-use crate::audit::{AuditLog, RequestFacts};
-use crate::config::Config;
+use crate::app::App;
+use crate::audit::RequestFacts;
 use crate::front::{
-    Admission, ConnectionGate, HttpLimits, RESERVE_HEADER_TIMEOUT, answer_unread, check_head, read_body,
+    Admission, ConnectionGate, RESERVE_HEADER_TIMEOUT, RequestBody, answer_unread, check_head, read_body,
 };
-use crate::idempotency::Idempotency;
-use crate::invoke::{Failure, Invoker, Outcome};
-use crate::limits::{Slots, TenantGate};
-use crate::metrics::{Metrics, route_label};
-
-/// Every route the host answers, as (method, OpenAPI path). `host/web/openapi.json` documents
-/// exactly these (checked by a unit test in [`crate::web`] and end to end by the tests).
-pub const ROUTES: &[(&str, &str)] = &[
-    ("POST", "/detect"),
-    ("POST", "/detect/batch"),
-    ("GET", "/healthz"),
-    ("GET", "/metrics"),
-    ("GET", "/v1/usage"),
-    ("GET", "/v1/invocations/{id}"),
-    ("GET", "/"),
-    ("GET", "/assets/app.js"),
-    ("GET", "/assets/style.css"),
-    ("GET", "/openapi.json"),
-];
-
-/// Default request body limit: 20 MiB.
-pub const DEFAULT_MAX_BODY_BYTES: usize = 20 << 20;
-
-/// Everything a request needs, shared by all connections.
-pub struct App {
-    /// The components, by route.
-    pub routes: Routes,
-    /// Largest accepted request body, bytes.
-    pub max_body_bytes: usize,
-    /// Limits of the HTTP front: headers, body deadlines, connections.
-    pub http: HttpLimits,
-    /// Tenants, keys, ledger: SQLite or PostgreSQL.
-    pub store: Arc<dyn crate::store::Store>,
-    /// Prices and token value.
-    pub config: Config,
-    /// Requests in flight per idempotency key.
-    pub idempotency: Idempotency,
-    /// Instance slots and their wait queue.
-    pub slots: Slots,
-    /// Per-tenant rate and concurrency limits.
-    pub tenants: TenantGate,
-    /// Prometheus metrics.
-    pub metrics: Metrics,
-    /// The audit log.
-    pub audit: AuditLog,
-    /// The result cache.
-    pub cache: crate::cache::ResultCache,
-    /// The models' fingerprints, part of every cache key.
-    pub model_ids: crate::cache::ModelIds,
-}
-
-/// Components by HTTP route (Spin route syntax), most specific first.
-pub struct Routes(Vec<(String, Invoker)>);
-
-impl Routes {
-    /// Routes in the order given (put exact paths before prefixes, longer prefixes first).
-    pub fn new(entries: Vec<(String, Invoker)>) -> Self {
-        Self(entries)
-    }
-
-    /// One component for every path (`/...`), as `serve` has.
-    pub fn single(invoker: Invoker) -> Self {
-        Self(vec![("/...".to_owned(), invoker)])
-    }
-
-    /// The component serving `path`.
-    pub fn find(&self, path: &str) -> Option<&Invoker> {
-        self.0.iter().find(|(route, _)| crate::manifest::route_matches(route, path)).map(|(_, i)| i)
-    }
-
-    /// Every invoker.
-    pub fn invokers(&self) -> impl Iterator<Item = &Invoker> {
-        self.0.iter().map(|(_, i)| i)
-    }
-}
-
-/// The answer when no component serves a path.
-pub fn no_route(path: &str) -> Reply {
-    json_error(&ApiError::new(ErrorCode::NotFound, format!("no component serves {path:?}")))
-}
-
-/// The response type of every route.
-pub type Reply = Response<Full<Bytes>>;
+use crate::reply::{Reply, function_reply, json_error, no_route, set_header};
+use crate::routes::{Handler, handler};
 
 /// Serve `app` on `listener` until `shutdown` resolves, then stop accepting and let
 /// in-flight requests finish (up to `drain` long).
@@ -178,7 +96,14 @@ pub async fn serve(
     Ok(())
 }
 
-async fn route(app: Arc<App>, req: Request<Incoming>, peer: SocketAddr, over_cap: bool) -> Reply {
+/// Answer one request as a connection within the cap would: the whole request path, from the
+/// front's header checks to the audit line, without a socket. What the accept loop calls for
+/// every request, and the seam through which tests drive the host in-process.
+pub async fn handle(app: Arc<App>, req: Request<impl RequestBody>, peer: SocketAddr) -> Reply {
+    route(app, req, peer, false).await
+}
+
+async fn route(app: Arc<App>, req: Request<impl RequestBody>, peer: SocketAddr, over_cap: bool) -> Reply {
     let started = std::time::Instant::now();
     let path = req.uri().path().to_owned();
     let method = req.method().clone();
@@ -187,14 +112,13 @@ async fn route(app: Arc<App>, req: Request<Incoming>, peer: SocketAddr, over_cap
         refusal(answer_unread(json_error(&e), &parts, body, &app.http), "headers_too_large")
     } else {
         let req = Request::from_parts(parts, body);
-        match path.as_str() {
-            "/healthz" => unbilled(&app, req).await,
-            "/metrics" if method == http::Method::GET => metrics(&app),
+        match handler(&method, &path) {
+            Handler::Healthz => unbilled(&app, req).await,
+            Handler::Metrics => metrics(&app),
             _ if over_cap => too_many_connections(&app, req),
-            p if crate::web::find(p).is_some() => crate::web::handle(&method, p),
-            "/v1/usage" => crate::api::handle(&app, req).await,
-            p if p.starts_with("/v1/invocations/") => crate::api::handle(&app, req).await,
-            _ => crate::billing::handle(app.clone(), req, peer).await,
+            Handler::Asset => crate::web::handle(&method, &path),
+            Handler::Api => crate::api::handle(&app, req).await,
+            Handler::Function => crate::billing::handle(app.clone(), req, peer).await,
         }
     };
     let facts = reply.extensions_mut().remove::<RequestFacts>().unwrap_or_default();
@@ -210,7 +134,7 @@ fn refusal(mut reply: Reply, reason: &'static str) -> Reply {
 }
 
 /// A connection over `max_connections` asked for something other than `/healthz`.
-fn too_many_connections(app: &App, req: Request<Incoming>) -> Reply {
+fn too_many_connections(app: &App, req: Request<impl RequestBody>) -> Reply {
     let (parts, body) = req.into_parts();
     let mut r = json_error(&ApiError::new(
         ErrorCode::Overloaded,
@@ -228,7 +152,7 @@ fn too_many_connections(app: &App, req: Request<Incoming>) -> Reply {
 /// Count a finished request in the metrics.
 fn observe(app: &App, path: &str, status: u16, facts: &RequestFacts) {
     let m = &app.metrics;
-    let route = route_label(path);
+    let route = crate::routes::label(path);
     m.requests.with_label_values(&[route, &status.to_string()]).inc();
     if let Some(reason) = facts.refused {
         m.refused.with_label_values(&[reason]).inc();
@@ -261,56 +185,8 @@ fn metrics(app: &App) -> Reply {
     r
 }
 
-/// A JSON error answer.
-pub fn json_error(e: &ApiError) -> Reply {
-    json_reply(e.status(), e.to_json())
-}
-
-/// A JSON answer with a status.
-pub fn json_reply(status: u16, body: String) -> Reply {
-    let mut r = Response::new(Full::new(Bytes::from(body)));
-    *r.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    r
-}
-
-/// Set a header from text (ignored when the text is not a valid header value).
-pub fn set_header(r: &mut Reply, name: &'static str, value: impl AsRef<str>) {
-    if let Ok(v) = HeaderValue::from_str(value.as_ref()) {
-        r.headers_mut().insert(name, v);
-    }
-}
-
-/// The client's response for a function answer, or a JSON 500 when the function failed.
-pub fn function_reply(outcome: &Outcome) -> Reply {
-    match outcome {
-        Outcome::Answered(guest) => {
-            let mut r = Response::new(Full::new(guest.body.clone()));
-            *r.status_mut() = guest.parts.status;
-            for (name, value) in &guest.parts.headers {
-                if name != header::CONTENT_LENGTH && name != header::TRANSFER_ENCODING && name != header::CONNECTION {
-                    r.headers_mut().append(name, value.clone());
-                }
-            }
-            r
-        }
-        Outcome::Failed(kind, message) => json_error(&match kind {
-            Failure::Trap => ApiError::new(ErrorCode::FunctionFailed, format!("the function failed: {message}")),
-            Failure::Timeout => ApiError::new(
-                ErrorCode::FunctionTimeout,
-                format!("the function ran past its deadline and was stopped: {message}"),
-            ),
-            Failure::OutOfFuel => ApiError::new(
-                ErrorCode::FuelExhausted,
-                format!("the function burnt its whole fuel budget and was stopped: {message}"),
-            ),
-            Failure::OutOfMemory => ApiError::new(ErrorCode::MemoryExhausted, message.clone()),
-        }),
-    }
-}
-
 /// `GET /healthz`: answered by the function, open to all, neither billed nor recorded.
-async fn unbilled(app: &App, req: Request<Incoming>) -> Reply {
+async fn unbilled(app: &App, req: Request<impl RequestBody>) -> Reply {
     let (parts, body) = req.into_parts();
     let body = match read_body(&parts, body, app.max_body_bytes, &app.http).await {
         Ok(b) => b,

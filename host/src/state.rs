@@ -7,8 +7,8 @@ use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView};
 
-use crate::nn::registry::GraphRegistry;
-use crate::nn::{NnCtx, NnView};
+use yolo_edge_nn::registry::GraphRegistry;
+use yolo_edge_nn::{NnCtx, NnView};
 
 /// Where the models directory appears inside the guest.
 pub const GUEST_MODELS_DIR: &str = "/models";
@@ -127,13 +127,13 @@ impl InvocationState {
         })
     }
 
-    /// The wasi-nn view (for [`crate::nn::add_to_linker`]).
+    /// The wasi-nn view (for [`yolo_edge_nn::add_to_linker`]).
     pub fn nn(&mut self) -> NnView<'_> {
         NnView { ctx: &mut self.nn, table: &mut self.table }
     }
 
     /// What inference cost this store.
-    pub fn nn_meter(&self) -> crate::nn::NnMeter {
+    pub fn nn_meter(&self) -> yolo_edge_nn::NnMeter {
         self.nn.meter()
     }
 }

@@ -8,7 +8,7 @@ use http::{HeaderValue, Method, Response, header};
 use http_body_util::Full;
 use yolo_core::{ApiError, ErrorCode};
 
-use crate::server::{Reply, json_error};
+use crate::reply::{Reply, json_error, no_route};
 
 /// A file the host serves.
 #[derive(Debug, Clone, Copy)]
@@ -53,7 +53,7 @@ pub fn find(path: &str) -> Option<&'static Asset> {
 /// Answer a request for an asset: `GET` and `HEAD` (hyper sends no body for `HEAD`), else 405.
 pub fn handle(method: &Method, path: &str) -> Reply {
     let Some(asset) = find(path) else {
-        return crate::server::no_route(path);
+        return no_route(path);
     };
     if method != Method::GET && method != Method::HEAD {
         let mut r = json_error(&ApiError::new(
@@ -97,8 +97,8 @@ mod tests {
             }
         }
         let routes: BTreeSet<(String, String)> =
-            crate::server::ROUTES.iter().map(|(m, p)| ((*m).to_owned(), (*p).to_owned())).collect();
-        assert_eq!(documented, routes, "openapi.json and server::ROUTES disagree");
+            crate::routes::ROUTES.iter().map(|r| (r.method.to_owned(), r.path.to_owned())).collect();
+        assert_eq!(documented, routes, "openapi.json and routes::ROUTES disagree");
         for asset in ASSETS {
             assert!(routes.contains(&("GET".to_owned(), asset.path.to_owned())), "{} is not in ROUTES", asset.path);
         }

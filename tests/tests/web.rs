@@ -361,7 +361,7 @@ fn the_openapi_document_describes_every_route() {
         }
     }
     // The routes the README names are all there (the unit test in host/src/web.rs compares
-    // the document with the router's own list, server::ROUTES).
+    // the document with the router's own list, routes::ROUTES).
     for route in [
         "POST /detect",
         "GET /healthz",

@@ -19,8 +19,8 @@ use ort::session::{RunOptions, Session, SessionInputValue};
 use ort::tensor::{PrimitiveTensorElementType, TensorElementType};
 use ort::value::{DynValue, Tensor as OrtTensor, TensorRef, ValueType};
 
-use super::backend::{Adaptive, BackendError, Cancel, Computed, Demand, Graph, Tensor, find_library};
-use super::{ErrorCode, ExecutionTarget, TensorType};
+use crate::backend::{Adaptive, BackendError, Cancel, Computed, Demand, Graph, Tensor, find_library};
+use crate::{ErrorCode, ExecutionTarget, TensorType};
 
 /// The file name ONNX Runtime's shared library is looked up under.
 pub const LIBRARY_NAME: &str = "libonnxruntime.so";

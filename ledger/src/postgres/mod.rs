@@ -19,95 +19,31 @@
 //! TLS to PostgreSQL is not built in: `sslmode=require` is refused with a clear error (use a
 //! private network, or a TLS-terminating proxy beside the host).
 
+mod locks;
+mod migrations;
+mod rows;
+
 use std::str::FromStr as _;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use async_trait::async_trait;
 use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod, Runtime};
-use sha2::{Digest as _, Sha256};
 use tokio_postgres::config::SslMode;
 use tokio_postgres::types::ToSql;
-use tokio_postgres::{IsolationLevel, NoTls, Row};
+use tokio_postgres::{IsolationLevel, NoTls};
 
-use crate::config::redact_url;
-use crate::db::now_us;
-use crate::ledger::{Balance, COLUMNS, ChainWalk, Entry, LedgerRow, StoredAnswer, VerifyReport, hash_of};
-use crate::store::{KeyHold, Store};
-use crate::tenants::{
+use self::locks::{key_lock_id, poll_key_lock};
+pub use self::migrations::MIGRATIONS;
+use self::migrations::migrate;
+use self::rows::{read_row, stored_answer_of};
+use crate::chain::{Balance, COLUMNS, ChainWalk, Entry, LedgerRow, StoredAnswer, VerifyReport, hash_of};
+use crate::keys::{
     AuthError, Caller, KeyInfo, NewKey, StoredKey, bearer_key, check_key, generate_key, validate_tenant,
 };
+use crate::store::{KeyHold, Store};
 use crate::usage::{Day, Period, Totals, UsageReport};
-
-/// The schema, one `(version, name, SQL)` per step, applied in order and never edited once
-/// released: a change is a new step.
-pub const MIGRATIONS: &[(i32, &str, &str)] = &[(
-    1,
-    "tenants, keys, credits, ledger, idempotent answers",
-    "CREATE TABLE tenants (
-        name        TEXT PRIMARY KEY,
-        balance     BIGINT NOT NULL,
-        created_us  BIGINT NOT NULL
-    );
-    CREATE TABLE api_keys (
-        id          TEXT PRIMARY KEY,
-        tenant      TEXT NOT NULL REFERENCES tenants (name),
-        key_sha256  BYTEA NOT NULL,
-        created_us  BIGINT NOT NULL,
-        revoked_us  BIGINT
-    );
-    CREATE TABLE credits (
-        seq     BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-        tenant  TEXT NOT NULL REFERENCES tenants (name),
-        tokens  BIGINT NOT NULL,
-        ts_us   BIGINT NOT NULL,
-        note    TEXT NOT NULL
-    );
-    CREATE TABLE invocations (
-        seq              BIGINT PRIMARY KEY,
-        id               TEXT NOT NULL UNIQUE,
-        tenant           TEXT NOT NULL,
-        key_id           TEXT NOT NULL,
-        ts_us            BIGINT NOT NULL,
-        route            TEXT NOT NULL,
-        status           INTEGER NOT NULL,
-        outcome          TEXT NOT NULL,
-        fuel             BIGINT NOT NULL,
-        wall_us          BIGINT NOT NULL,
-        nn_us            BIGINT NOT NULL,
-        peak_memory      BIGINT NOT NULL,
-        pixels           BIGINT NOT NULL,
-        tokens           BIGINT NOT NULL,
-        cache_hit        BOOLEAN NOT NULL,
-        replay           BOOLEAN NOT NULL,
-        idempotency_key  TEXT,
-        replay_of        TEXT,
-        prev_hash        TEXT NOT NULL,
-        hash             TEXT NOT NULL
-    );
-    CREATE INDEX invocations_by_tenant ON invocations (tenant, ts_us);
-    CREATE TABLE chain_head (
-        id    INTEGER PRIMARY KEY CHECK (id = 1),
-        seq   BIGINT NOT NULL,
-        hash  TEXT NOT NULL
-    );
-    INSERT INTO chain_head (id, seq, hash)
-        VALUES (1, 0, '0000000000000000000000000000000000000000000000000000000000000000');
-    CREATE TABLE idempotency (
-        tenant          TEXT NOT NULL,
-        key             TEXT NOT NULL,
-        request_sha256  TEXT NOT NULL,
-        invocation_id   TEXT NOT NULL,
-        created_us      BIGINT NOT NULL,
-        status          INTEGER NOT NULL,
-        headers         TEXT NOT NULL,
-        body            BYTEA NOT NULL,
-        PRIMARY KEY (tenant, key)
-    );",
-)];
-
-/// The advisory lock that serialises migrations ("yolo-edge" in ASCII).
-const MIGRATION_LOCK: i64 = 0x796f_6c6f_2d65_6467;
+use crate::{now_us, redact_url};
 
 /// A PostgreSQL database shared by the hosts.
 pub struct PgStore {
@@ -160,137 +96,6 @@ impl PgStore {
     async fn client(&self) -> anyhow::Result<Object> {
         self.pool.get().await.map_err(|e| anyhow::anyhow!("no PostgreSQL connection: {e}"))
     }
-}
-
-/// Apply the migrations `client`'s database lacks; the versions applied now.
-async fn migrate(client: &mut Object) -> anyhow::Result<Vec<i32>> {
-    client.execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK]).await?;
-    client
-        .batch_execute(
-            "CREATE TABLE IF NOT EXISTS schema_migrations (
-                version     INTEGER PRIMARY KEY,
-                name        TEXT NOT NULL,
-                applied_at  TIMESTAMPTZ NOT NULL DEFAULT now()
-            )",
-        )
-        .await?;
-    let done: Vec<i32> =
-        client.query("SELECT version FROM schema_migrations", &[]).await?.iter().map(|r| r.get(0)).collect();
-    let known = MIGRATIONS.last().map_or(0, |m| m.0);
-    if let Some(newer) = done.iter().copied().filter(|v| *v > known).max() {
-        anyhow::bail!(
-            "the database is at schema version {newer}, newer than this yolo-edge knows ({known}): upgrade yolo-edge"
-        );
-    }
-    let mut applied = Vec::new();
-    for (version, name, sql) in MIGRATIONS {
-        if done.contains(version) {
-            continue;
-        }
-        let tx = client.transaction().await?;
-        tx.batch_execute(sql).await.with_context(|| format!("migration {version} ({name}) failed"))?;
-        tx.execute("INSERT INTO schema_migrations (version, name) VALUES ($1, $2)", &[version, name]).await?;
-        tx.commit().await?;
-        applied.push(*version);
-    }
-    client.execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK]).await?;
-    Ok(applied)
-}
-
-fn read_row(r: &Row) -> anyhow::Result<LedgerRow> {
-    let status: i32 = r.try_get(6)?;
-    Ok(LedgerRow {
-        seq: r.try_get(0)?,
-        entry: Entry {
-            id: r.try_get(1)?,
-            tenant: r.try_get(2)?,
-            key_id: r.try_get(3)?,
-            ts_us: r.try_get(4)?,
-            route: r.try_get(5)?,
-            status: u16::try_from(status).context("a status outside 0-65535")?,
-            outcome: r.try_get(7)?,
-            fuel: r.try_get(8)?,
-            wall_us: r.try_get(9)?,
-            nn_us: r.try_get(10)?,
-            peak_memory: r.try_get(11)?,
-            pixels: r.try_get(12)?,
-            tokens: r.try_get(13)?,
-            cache_hit: r.try_get(14)?,
-            replay: r.try_get(15)?,
-            idempotency_key: r.try_get(16)?,
-            replay_of: r.try_get(17)?,
-        },
-        prev_hash: r.try_get(18)?,
-        hash: r.try_get(19)?,
-    })
-}
-
-/// The advisory lock id of an idempotency key: 64 bits of a SHA-256 (a collision only makes
-/// two unrelated keys wait for each other).
-fn key_lock_id(tenant: &str, key: &str) -> i64 {
-    let mut h = Sha256::new();
-    for part in ["yolo-edge idempotency", tenant, key] {
-        h.update((part.len() as u64).to_le_bytes());
-        h.update(part.as_bytes());
-    }
-    let d = h.finalize();
-    i64::from_le_bytes(d[..8].try_into().unwrap_or_default())
-}
-
-/// A session advisory lock held on a pooled connection; released (or, failing that, the
-/// connection closed, which releases it too) when dropped.
-struct AdvisoryLock {
-    client: Option<Object>,
-    id: i64,
-}
-
-impl Drop for AdvisoryLock {
-    fn drop(&mut self) {
-        let Some(client) = self.client.take() else { return };
-        let id = self.id;
-        match tokio::runtime::Handle::try_current() {
-            Ok(runtime) => {
-                runtime.spawn(async move {
-                    let unlocked = client.query_one("SELECT pg_advisory_unlock($1)", &[&id]).await;
-                    if !matches!(unlocked.as_ref().map(|r| r.get::<_, bool>(0)), Ok(true)) {
-                        tracing::warn!(?unlocked, "idempotency lock not released: closing its connection");
-                        drop(Object::take(client));
-                    }
-                });
-            }
-            Err(_) => drop(Object::take(client)),
-        }
-    }
-}
-
-async fn poll_key_lock(client: Object, id: i64, wait: Duration) -> anyhow::Result<KeyHold> {
-    let started = Instant::now();
-    let mut pause = Duration::from_millis(5);
-    loop {
-        if client.query_one("SELECT pg_try_advisory_lock($1)", &[&id]).await?.get::<_, bool>(0) {
-            return Ok(KeyHold::new(AdvisoryLock { client: Some(client), id }));
-        }
-        if started.elapsed() >= wait {
-            anyhow::bail!("another host is still running the request with this Idempotency-Key after {wait:?}");
-        }
-        tokio::time::sleep(pause).await;
-        pause = (pause * 2).min(Duration::from_millis(100));
-    }
-}
-
-fn stored_answer_of(tenant: &str, key: &str, r: &Row) -> anyhow::Result<StoredAnswer> {
-    let status: i32 = r.try_get(3)?;
-    let headers: String = r.try_get(4)?;
-    Ok(StoredAnswer {
-        tenant: tenant.to_owned(),
-        key: key.to_owned(),
-        request_sha256: r.try_get(0)?,
-        invocation_id: r.try_get(1)?,
-        created_us: r.try_get(2)?,
-        status: u16::try_from(status).context("a status outside 0-65535")?,
-        headers: serde_json::from_str(&headers)?,
-        body: r.try_get(5)?,
-    })
 }
 
 #[async_trait]
@@ -576,24 +381,4 @@ async fn credit_in(
     )
     .await?;
     Ok(balance)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn key_locks_differ_by_tenant_and_key() {
-        let a = key_lock_id("acme", "k1");
-        assert_eq!(a, key_lock_id("acme", "k1"));
-        assert_ne!(a, key_lock_id("acme", "k2"));
-        assert_ne!(a, key_lock_id("acmek", "1"));
-    }
-
-    #[test]
-    fn migrations_are_numbered_in_order() {
-        for (i, (version, _, _)) in MIGRATIONS.iter().enumerate() {
-            assert_eq!(*version, i32::try_from(i).unwrap() + 1);
-        }
-    }
 }

@@ -4,29 +4,11 @@ use std::sync::Arc;
 
 use wasmtime::component::Resource;
 
-use super::backend::{BackendError, Cancel, Graph, Tensor};
-use super::bindings::wasi::nn::{errors, graph, inference, tensor};
-use super::onnx::OnnxGraph;
-use super::{ErrorCode, ExecutionTarget, GraphEncoding, NnView, TensorType};
-
-/// The host side of a `graph` resource.
-pub struct GraphResource {
-    name: String,
-    graph: Arc<dyn Graph>,
-}
-
-/// The host side of a `graph-execution-context` resource.
-pub struct ContextResource {
-    name: String,
-    graph: Arc<dyn Graph>,
-}
-
-/// The host side of an `error` resource.
-#[derive(Debug)]
-pub struct ErrorResource {
-    code: ErrorCode,
-    message: String,
-}
+use crate::backend::{BackendError, Cancel, Graph, Tensor};
+use crate::bindings::wasi::nn::{errors, graph, inference, tensor};
+use crate::onnx::OnnxGraph;
+use crate::resources::{ContextResource, ErrorResource, GraphResource};
+use crate::{ErrorCode, ExecutionTarget, GraphEncoding, NnView, TensorType};
 
 type NnResult<T> = wasmtime::Result<Result<T, Resource<ErrorResource>>>;
 
@@ -49,12 +31,12 @@ impl graph::Host for NnView<'_> {
         // A graph loaded from bytes lives as long as this store: one session is enough.
         let built: Result<Arc<dyn Graph>, BackendError> = match (encoding, builders.as_slice()) {
             (GraphEncoding::Onnx, [model]) => {
-                let one = super::onnx::OnnxOptions { sessions: 1, ..options.onnx.clone() };
+                let one = crate::onnx::OnnxOptions { sessions: 1, ..options.onnx.clone() };
                 OnnxGraph::from_bytes(model, target, &one).map(|g| Arc::new(g) as Arc<dyn Graph>)
             }
-            (GraphEncoding::Openvino, [xml, weights]) if super::openvino::runtime_loaded() => {
-                let one = super::openvino::OpenVinoOptions { requests: 1, ..options.openvino.clone() };
-                super::openvino::OpenVinoGraph::from_ir(xml, weights, target, &one)
+            (GraphEncoding::Openvino, [xml, weights]) if crate::openvino::runtime_loaded() => {
+                let one = crate::openvino::OpenVinoOptions { requests: 1, ..options.openvino.clone() };
+                crate::openvino::OpenVinoGraph::from_ir(xml, weights, target, &one)
                     .map(|g| Arc::new(g) as Arc<dyn Graph>)
             }
             (GraphEncoding::Openvino, [_, _]) => Err(BackendError::new(

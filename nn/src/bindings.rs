@@ -6,10 +6,10 @@ wasmtime::component::bindgen!({
     world: "wasi:nn/ml",
     path: "../wit/deps/wasi-nn",
     with: {
-        "wasi:nn/graph.graph": super::host::GraphResource,
-        "wasi:nn/tensor.tensor": super::backend::Tensor,
-        "wasi:nn/inference.graph-execution-context": super::host::ContextResource,
-        "wasi:nn/errors.error": super::host::ErrorResource,
+        "wasi:nn/graph.graph": crate::resources::GraphResource,
+        "wasi:nn/tensor.tensor": crate::backend::Tensor,
+        "wasi:nn/inference.graph-execution-context": crate::resources::ContextResource,
+        "wasi:nn/errors.error": crate::resources::ErrorResource,
     },
     imports: {
         "wasi:nn/inference.[method]graph-execution-context.compute": async | trappable,

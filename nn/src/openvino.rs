@@ -16,8 +16,8 @@ use std::time::Instant;
 
 use openvino::{CompiledModel, Core, DeviceType, ElementType, InferRequest, PropertyKey, RwPropertyKey, Shape};
 
-use super::backend::{Adaptive, BackendError, Cancel, Computed, Demand, Graph, Tensor, find_library};
-use super::{ErrorCode, ExecutionTarget, TensorType};
+use crate::backend::{Adaptive, BackendError, Cancel, Computed, Demand, Graph, Tensor, find_library};
+use crate::{ErrorCode, ExecutionTarget, TensorType};
 
 /// The library the `openvino` crate opens.
 pub const LIBRARY_NAME: &str = "libopenvino_c.so";

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use super::{ErrorCode, TensorType};
+use crate::{ErrorCode, TensorType};
 
 /// A tensor as wasi-nn passes it: dimensions, element type and little-endian bytes.
 #[derive(Debug, Clone, PartialEq)]

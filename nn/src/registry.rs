@@ -8,10 +8,10 @@ use std::time::Instant;
 use anyhow::Context as _;
 use yolo_core::model::{METADATA_FILE, ModelMetadata, Target};
 
-use super::ExecutionTarget;
-use super::backend::{Demand, Graph};
-use super::onnx::{OnnxGraph, OnnxOptions};
-use super::openvino::{OpenVinoGraph, OpenVinoOptions};
+use crate::ExecutionTarget;
+use crate::backend::{Demand, Graph};
+use crate::onnx::{OnnxGraph, OnnxOptions};
+use crate::openvino::{OpenVinoGraph, OpenVinoOptions};
 
 /// A named, loaded graph.
 pub struct NamedGraph {

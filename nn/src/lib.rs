@@ -1,4 +1,4 @@
-//! Our wasi-nn host (`wasi:nn@0.2.0-rc-2024-10-28`), in the shape of `wasmtime-wasi-http`:
+//! `yolo-edge-nn`: the host's wasi-nn (`wasi:nn@0.2.0-rc-2024-10-28`), in the shape of `wasmtime-wasi-http`:
 //! an [`NnCtx`] per store, a borrowed [`NnView`] that implements the generated `Host`
 //! traits, and [`add_to_linker`].
 //!
@@ -13,12 +13,16 @@
 //! guest calls `load-by-name` / `init-execution-context` / `compute` → the store drops and
 //! [`NnCtx::meter`] tells what inference cost.
 
+#![deny(missing_docs)]
+
 pub mod backend;
 mod bindings;
 mod host;
+pub mod import;
 pub mod onnx;
 pub mod openvino;
 pub mod registry;
+mod resources;
 
 use std::sync::Arc;
 use std::time::Duration;

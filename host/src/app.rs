@@ -1,0 +1,58 @@
+//! [`App`]: the handles every request borrows (components by route, the store, the limits,
+//! the cache, metrics and the audit log), built once by [`crate::launch`] and never changed.
+
+use std::sync::Arc;
+
+use yolo_edge_ledger::Store;
+
+use crate::audit::AuditLog;
+use crate::cache::{ModelIds, ResultCache};
+use crate::front::HttpLimits;
+use crate::idempotency::Idempotency;
+use crate::invoke::Invoker;
+use crate::limits::{Slots, TenantGate};
+use crate::metrics::Metrics;
+use crate::pricing::PriceSheet;
+
+/// Everything a request needs, shared by all connections.
+pub struct App {
+    /// The components, by route.
+    pub routes: Routes,
+    /// Largest accepted request body, bytes.
+    pub max_body_bytes: usize,
+    /// Limits of the HTTP front: headers, body deadlines, connections.
+    pub http: HttpLimits,
+    /// Tenants, keys, ledger: SQLite or PostgreSQL.
+    pub store: Arc<dyn Store>,
+    /// Prices, in tokens.
+    pub pricing: PriceSheet,
+    /// Requests in flight per idempotency key.
+    pub idempotency: Idempotency,
+    /// Instance slots and their wait queue.
+    pub slots: Slots,
+    /// Per-tenant rate and concurrency limits.
+    pub tenants: TenantGate,
+    /// Prometheus metrics.
+    pub metrics: Metrics,
+    /// The audit log.
+    pub audit: AuditLog,
+    /// The result cache.
+    pub cache: ResultCache,
+    /// The models' fingerprints, part of every cache key.
+    pub model_ids: ModelIds,
+}
+
+/// Components by HTTP route (Spin route syntax), most specific first.
+pub struct Routes(Vec<(String, Invoker)>);
+
+impl Routes {
+    /// Routes in the order given (put exact paths before prefixes, longer prefixes first).
+    pub fn new(entries: Vec<(String, Invoker)>) -> Self {
+        Self(entries)
+    }
+
+    /// The component serving `path`.
+    pub fn find(&self, path: &str) -> Option<&Invoker> {
+        self.0.iter().find(|(route, _)| crate::manifest::route_matches(route, path)).map(|(_, i)| i)
+    }
+}

@@ -1,0 +1,210 @@
+//! The host driven in-process, without a socket: the app is built as `serve` builds it (the
+//! real component, the real model on ONNX Runtime, an SQLite ledger in a temp dir) and every
+//! request goes through `server::handle`, the same function the accept loop calls. Fast checks
+//! of billing, admission, idempotency, the result cache and the usage API, asserting what the
+//! ledger holds afterwards.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt as _, Full};
+use serde_json::Value;
+use ureq::http::{self, Request};
+use yolo_edge::app::App;
+use yolo_edge::config::Config;
+use yolo_edge::launch::{Plan, build};
+use yolo_edge::settings::Settings;
+use yolo_edge_tests::{component, fresh_data_dir, models, photo_bytes};
+
+const PEER: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 40_000);
+
+/// An app as `serve` builds it, with `config` and its state in a fresh data directory.
+async fn app_with(config: Config) -> (Arc<App>, PathBuf) {
+    let data_dir = fresh_data_dir();
+    let mut settings = Settings::from_config(config, None, "127.0.0.1:0".parse().unwrap(), data_dir.clone());
+    settings.audit = "off".to_owned();
+    let plan = Plan::serve(&component(), &models(), "yolov3-tiny", true).expect("the component and models are built");
+    (build(plan, &settings).await.expect("the app builds"), data_dir)
+}
+
+/// A tenant with `credit` tokens; its `Authorization` header value.
+async fn tenant(app: &App, name: &str, credit: i64) -> String {
+    format!("Bearer {}", app.store.create_key(name, credit).await.unwrap().key)
+}
+
+/// A status, headers and JSON body.
+struct Answer {
+    status: u16,
+    headers: http::HeaderMap,
+    body: Value,
+}
+
+impl Answer {
+    fn header(&self, name: &str) -> &str {
+        self.headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or_default()
+    }
+
+    fn tokens(&self) -> i64 {
+        self.header("x-tokens").parse().unwrap_or_else(|_| panic!("x-tokens in {:?}", self.headers))
+    }
+}
+
+async fn call(app: &Arc<App>, req: Request<Full<Bytes>>) -> Answer {
+    let reply = yolo_edge::server::handle(app.clone(), req, PEER).await;
+    let (parts, body) = reply.into_parts();
+    let bytes = body.collect().await.unwrap().to_bytes();
+    Answer {
+        status: parts.status.as_u16(),
+        headers: parts.headers,
+        body: serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+    }
+}
+
+fn detect(auth: Option<&str>, image: &[u8], extra: &[(&str, &str)]) -> Request<Full<Bytes>> {
+    let mut b = Request::post("/detect").header("host", "localhost").header("content-type", "image/png");
+    if let Some(auth) = auth {
+        b = b.header("authorization", auth);
+    }
+    for (k, v) in extra {
+        b = b.header(*k, *v);
+    }
+    b.body(Full::new(Bytes::copy_from_slice(image))).unwrap()
+}
+
+fn get(path: &str, auth: &str) -> Request<Full<Bytes>> {
+    Request::get(path).header("host", "localhost").header("authorization", auth).body(Full::new(Bytes::new())).unwrap()
+}
+
+async fn rows(app: &App, tenant: &str) -> Vec<yolo_edge_ledger::LedgerRow> {
+    app.store.invocations(tenant, 0, i64::MAX).await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_detection_is_billed_once_in_the_ledger_and_its_balance() {
+    let (app, dir) = app_with(Config::default()).await;
+    let auth = tenant(&app, "acme", 1_000_000).await;
+    let a = call(&app, detect(Some(&auth), &photo_bytes("coffee.png"), &[("cache-control", "no-store")])).await;
+    assert_eq!(a.status, 200, "{:?}", a.body);
+    assert!(a.body["detections"].as_array().unwrap().iter().any(|d| d["class_name"] == "cup"), "{:?}", a.body);
+    let tokens = a.tokens();
+    assert!(tokens >= 1000, "at least per_call: {tokens}");
+    let rows = rows(&app, "acme").await;
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0].entry.id, a.header("x-invocation-id"));
+    assert_eq!(rows[0].entry.tokens, tokens);
+    assert_eq!(rows[0].entry.outcome, "answered");
+    assert!(rows[0].entry.nn_us > 0 && rows[0].entry.fuel > 0, "metered: {:?}", rows[0].entry);
+    let balance = app.store.balance("acme").await.unwrap().unwrap();
+    assert_eq!(balance, 1_000_000 - tokens);
+    assert_eq!(a.header("x-balance"), balance.to_string());
+    assert_eq!(app.store.verify().await.unwrap().problem, None);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_calls_run_nothing_and_bill_nothing() {
+    let mut config = Config::default();
+    config.tenant_limits.requests_per_second = 1;
+    config.tenant_limits.burst = 2;
+    let (app, dir) = app_with(config).await;
+    let image = photo_bytes("coffee.png");
+
+    let a = call(&app, detect(None, &image, &[])).await;
+    assert_eq!((a.status, a.body["error"]["code"].as_str()), (401, Some("unauthorized")), "{:?}", a.body);
+
+    let poor = tenant(&app, "poor", 999).await;
+    let a = call(&app, detect(Some(&poor), &image, &[])).await;
+    assert_eq!((a.status, a.body["error"]["code"].as_str()), (402, Some("insufficient_balance")), "{:?}", a.body);
+    assert_eq!(a.header("x-balance"), "999");
+    assert!(rows(&app, "poor").await.is_empty(), "a refused call is not recorded");
+    assert_eq!(app.store.balance("poor").await.unwrap(), Some(999), "nor billed");
+
+    let busy = tenant(&app, "busy", 1_000_000).await;
+    let statuses: Vec<u16> = {
+        let mut s = Vec::new();
+        for _ in 0..3 {
+            s.push(call(&app, detect(Some(&busy), b"not an image", &[])).await.status);
+        }
+        s
+    };
+    assert!(
+        statuses[..2].iter().all(|s| (400..429).contains(s)),
+        "the burst is served (the function refuses the bad image): {statuses:?}"
+    );
+    assert_eq!(statuses[2], 429, "then the rate limit");
+    assert_eq!(rows(&app, "busy").await.len(), 2, "the rate-limited call is not recorded");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_repeat_under_an_idempotency_key_is_a_free_replay() {
+    let (app, dir) = app_with(Config::default()).await;
+    let auth = tenant(&app, "acme", 1_000_000).await;
+    let image = photo_bytes("coffee.png");
+    let key = [("idempotency-key", "order-42"), ("cache-control", "no-store")];
+    let first = call(&app, detect(Some(&auth), &image, &key)).await;
+    assert_eq!(first.status, 200);
+    let again = call(&app, detect(Some(&auth), &image, &key)).await;
+    assert_eq!(again.status, 200);
+    assert_eq!(again.header("x-replayed"), "true");
+    assert_eq!(again.header("x-replay-of"), first.header("x-invocation-id"));
+    assert_eq!(again.tokens(), 0);
+    assert_eq!(again.body, first.body, "the same answer");
+    let other = call(&app, detect(Some(&auth), &photo_bytes("chelsea.png"), &key)).await;
+    assert_eq!((other.status, other.body["error"]["code"].as_str()), (422, Some("idempotency_key_reused")));
+    let rows = rows(&app, "acme").await;
+    assert_eq!(rows.len(), 2, "the run and the replay; the refused reuse is not recorded");
+    assert!(rows[1].entry.replay && rows[1].entry.tokens == 0);
+    let balance = app.store.balance("acme").await.unwrap().unwrap();
+    assert_eq!(balance, 1_000_000 - first.tokens(), "billed once");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cached_answer_costs_the_cache_price_and_says_so() {
+    let (app, dir) = app_with(Config::default()).await;
+    let auth = tenant(&app, "acme", 1_000_000).await;
+    let image = photo_bytes("coffee.png");
+    let miss = call(&app, detect(Some(&auth), &image, &[])).await;
+    assert_eq!((miss.status, miss.header("x-cache")), (200, "miss"));
+    let hit = call(&app, detect(Some(&auth), &image, &[])).await;
+    assert_eq!((hit.status, hit.header("x-cache")), (200, "hit"));
+    assert_eq!(hit.tokens(), i64::try_from(Config::default().pricing.per_cache_hit).unwrap());
+    assert_eq!(hit.body, miss.body);
+    let bypass = call(&app, detect(Some(&auth), &image, &[("cache-control", "no-cache")])).await;
+    assert_eq!(bypass.header("x-cache"), "bypass");
+    let rows = rows(&app, "acme").await;
+    assert_eq!(rows.iter().map(|r| r.entry.cache_hit).collect::<Vec<_>>(), [false, true, false]);
+    let spent: i64 = rows.iter().map(|r| r.entry.tokens).sum();
+    assert_eq!(app.store.balance("acme").await.unwrap(), Some(1_000_000 - spent));
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_usage_api_counts_the_callers_own_calls_only() {
+    let (app, dir) = app_with(Config::default()).await;
+    let acme = tenant(&app, "acme", 1_000_000).await;
+    let other = tenant(&app, "other", 1_000_000).await;
+    let image = photo_bytes("coffee.png");
+    let a = call(&app, detect(Some(&acme), &image, &[])).await;
+    call(&app, detect(Some(&acme), &image, &[])).await;
+    let usage = call(&app, get("/v1/usage", &acme)).await;
+    assert_eq!(usage.status, 200);
+    assert_eq!(usage.body["tenant"], "acme");
+    assert_eq!(usage.body["total"]["calls"], 2);
+    assert_eq!(usage.body["total"]["cache_hits"], 1);
+    let spent: i64 = rows(&app, "acme").await.iter().map(|r| r.entry.tokens).sum();
+    assert_eq!(usage.body["total"]["tokens"], spent);
+    let id = a.header("x-invocation-id").to_owned();
+    let mine = call(&app, get(&format!("/v1/invocations/{id}"), &acme)).await;
+    assert_eq!((mine.status, mine.body["id"].as_str()), (200, Some(id.as_str())));
+    let theirs = call(&app, get(&format!("/v1/invocations/{id}"), &other)).await;
+    assert_eq!(theirs.status, 404, "another tenant's invocation is not found");
+    assert_eq!(call(&app, get("/v1/usage", &other)).await.body["total"]["calls"], 0);
+    let wrong =
+        call(&app, Request::post("/v1/usage").header("authorization", &acme).body(Full::default()).unwrap()).await;
+    assert_eq!(wrong.status, 405);
+    let _ = std::fs::remove_dir_all(dir);
+}
