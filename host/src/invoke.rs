@@ -15,8 +15,18 @@ use wasmtime_wasi_http::p2::bindings::ProxyPre;
 use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
 
 use crate::metering::Usage;
-use crate::nn::registry::GraphRegistry;
 use crate::state::{InvocationState, MemoryMeter};
+use yolo_edge_nn::registry::GraphRegistry;
+
+/// wasi-http needs an authority for every incoming request, but HTTP/1.0 lets a client leave
+/// `Host` out: such a request is given `Host: localhost` (what it reached), instead of failing
+/// before the function runs.
+fn with_authority(mut request: http::Request<Full<Bytes>>) -> http::Request<Full<Bytes>> {
+    if request.uri().authority().is_none() && !request.headers().contains_key(http::header::HOST) {
+        request.headers_mut().insert(http::header::HOST, http::HeaderValue::from_static("localhost"));
+    }
+    request
+}
 
 /// The response header through which the function reports decoded pixels (stripped
 /// before the client sees the response, so a client cannot forge it).
@@ -192,7 +202,7 @@ impl Invoker {
         }
         let timer = o.fuel.then(|| tokio::time::Instant::from_std(deadline));
         let (sender, receiver) = oneshot::channel();
-        let req = store.data_mut().http().new_incoming_request(Scheme::Http, request)?;
+        let req = store.data_mut().http().new_incoming_request(Scheme::Http, with_authority(request))?;
         let out = store.data_mut().http().new_response_outparam(sender)?;
         let pre = self.pre.clone();
         let mut guest = tokio::spawn(async move {

@@ -208,3 +208,20 @@ async fn the_usage_api_counts_the_callers_own_calls_only() {
     assert_eq!(wrong.status, 405);
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_without_a_host_header_is_served() {
+    // HTTP/1.0 allows a request without `Host`; it used to fail as `500 function_failed`, billed.
+    let (app, dir) = app_with(Config::default()).await;
+    let auth = tenant(&app, "acme", 1_000_000).await;
+    let req = Request::post("/detect")
+        .version(http::Version::HTTP_10)
+        .header("authorization", &auth)
+        .header("content-type", "image/png")
+        .body(Full::new(Bytes::from(photo_bytes("coffee.png"))))
+        .unwrap();
+    let a = call(&app, req).await;
+    assert_eq!(a.status, 200, "{:?}", a.body);
+    assert_eq!(a.body["count"], a.body["detections"].as_array().unwrap().len());
+    let _ = std::fs::remove_dir_all(dir);
+}
