@@ -3,8 +3,8 @@
 //! * `cargo xtask run [-- SERVE_ARGS]`: set everything up, then serve on 127.0.0.1:8080;
 //! * `cargo xtask test [-- TEST_ARGS]`: set everything up, then run every test.
 //!
-//! Also `cargo xtask setup` (set-up only) and `cargo xtask lint` (rustfmt + clippy on the
-//! native crates and on the wasm32-wasip2 function).
+//! Also `cargo xtask setup` (set-up only) and `cargo xtask lint` (rustfmt, clippy and docs on
+//! the native crates and the wasm32-wasip2 components, and a check of the `cuda` feature).
 //!
 //! Set-up is idempotent and prints each step: the wasm target, a Python venv with the
 //! pinned tools (`tools/requirements.txt`, which also brings ONNX Runtime's native
@@ -21,10 +21,11 @@ use anyhow::{Context as _, bail};
 const USAGE: &str = "usage: cargo xtask <run|test|setup|lint> [-- ARGS]
 
   run     set up, then serve the default model on http://127.0.0.1:8080
-  test    set up, then run every test (rustfmt check, unit and end-to-end tests);
+  test    set up, then check (rustfmt, clippy, docs) and run every test (unit, in-process
+          and end-to-end);
           `test --heavy` adds a minutes-long load test, a 10-minute soak and a bounded fuzzing run
   setup   only the set-up steps
-  lint    rustfmt --check and clippy -D warnings (native crates and the wasm function)
+  lint    the checks of `test` (rustfmt, clippy -D warnings, docs) and the `cuda` feature
   bench   set up (plus stock `wasmtime serve` as a baseline), measure, write BENCHMARKS.md
           (`bench -- --quick` for a shorter run)
   dist    `dist DIR`: only what a server needs (host, ONNX Runtime, component, default model,
@@ -409,9 +410,7 @@ impl Repo {
     }
 
     fn test(&self, extra: &[String]) -> anyhow::Result<()> {
-        step("rustfmt --check");
-        run_cmd(cargo().args(["fmt", "--all", "--", "--check"]).current_dir(&self.root))
-            .context("code is not formatted: run `cargo fmt --all`")?;
+        self.checks()?;
         step("tests (unit and end-to-end, release profile: the host is already built there)");
         run_cmd(
             cargo()
@@ -514,9 +513,14 @@ impl Repo {
         .context("the fuzzer found a failing input (see fuzz/artifacts/request/)")
     }
 
-    fn lint(&self) -> anyhow::Result<()> {
+    /// What `test` and `lint` both check before anything runs: rustfmt, clippy with warnings
+    /// denied (native crates, and the wasm32-wasip2 components with yolo-core's guest-only
+    /// SIMD128 code), and the documentation (`cargo doc`, warnings denied; the components, which
+    /// have no public API, with their private items).
+    fn checks(&self) -> anyhow::Result<()> {
         step("rustfmt --check");
-        run_cmd(cargo().args(["fmt", "--all", "--", "--check"]).current_dir(&self.root))?;
+        run_cmd(cargo().args(["fmt", "--all", "--", "--check"]).current_dir(&self.root))
+            .context("code is not formatted: run `cargo fmt --all`")?;
         step("clippy (native crates)");
         run_cmd(
             cargo()
@@ -525,8 +529,6 @@ impl Repo {
                 .args(["--", "-D", "warnings"])
                 .current_dir(&self.root),
         )?;
-        step("the `cuda` feature compiles");
-        run_cmd(cargo().args(["check", "-p", "yolo-edge", "--features", "cuda"]).current_dir(&self.root))?;
         step("clippy (the wasm32-wasip2 components, and yolo-core's guest-only SIMD128 code)");
         run_cmd(
             cargo()
@@ -534,7 +536,29 @@ impl Repo {
                 .args(WASM_CRATES.iter().flat_map(|c| ["-p", c]))
                 .args(["--", "-D", "warnings"])
                 .current_dir(&self.root),
+        )?;
+        step("cargo doc (native crates, then the components), warnings denied");
+        run_cmd(
+            cargo()
+                .args(["doc", "--no-deps", "--workspace"])
+                .args(WASM_CRATES.iter().flat_map(|c| ["--exclude", c]))
+                .env("RUSTDOCFLAGS", "-D warnings")
+                .current_dir(&self.root),
+        )?;
+        run_cmd(
+            cargo()
+                .args(["doc", "--no-deps", "--document-private-items", "--target", "wasm32-wasip2"])
+                .args(WASM_CRATES.iter().flat_map(|c| ["-p", c]))
+                // The guest builds with SIMD128 (.cargo/config.toml); rustdoc reads its own flags.
+                .env("RUSTDOCFLAGS", "-D warnings -A rustdoc::private-intra-doc-links -C target-feature=+simd128")
+                .current_dir(&self.root),
         )
+    }
+
+    fn lint(&self) -> anyhow::Result<()> {
+        self.checks()?;
+        step("the `cuda` feature compiles");
+        run_cmd(cargo().args(["check", "-p", "yolo-edge", "--features", "cuda"]).current_dir(&self.root))
     }
 }
 
