@@ -338,4 +338,45 @@ mod tests {
         assert_eq!((l.max_headers, l.body_read_timeout_ms), (7, 5));
         assert_eq!(l.max_header_bytes, 16 << 10);
     }
+
+    /// `serve`'s flags as clap parses them, after the config file's `text`.
+    fn resolve(text: &str, flags: &[&str]) -> anyhow::Result<Settings> {
+        use clap::Parser as _;
+        #[derive(clap::Parser)]
+        struct Serve {
+            #[command(flatten)]
+            runtime: RuntimeArgs,
+        }
+        let args = Serve::try_parse_from(std::iter::once("serve").chain(flags.iter().copied())).unwrap();
+        let config = Config::parse(text).unwrap();
+        args.runtime.settings(config, None, "127.0.0.1:0".parse().unwrap(), PathBuf::from("/data"))
+    }
+
+    fn settings(text: &str, flags: &[&str]) -> Settings {
+        resolve(text, flags).unwrap()
+    }
+
+    #[test]
+    fn every_flag_overrides_its_file_key_and_the_rest_stays() {
+        let file = "[limits]\ntimeout_ms = 500\nqueue_size = 3\n[tenant_limits]\nburst = 9\n\
+                    [redis]\nurl = \"redis://file:6379/0\"\n[audit]\npath = \"stdout\"\n[inference]\nsessions = 3\n";
+        let s = settings(file, &[]);
+        assert_eq!((s.limits.timeout_ms, s.limits.queue_size, s.tenant_limits.burst), (500, 3, 9));
+        assert_eq!(
+            (s.redis_url.as_deref(), s.audit.as_str(), s.nn.onnx.sessions),
+            (Some("redis://file:6379/0"), "stdout", 3)
+        );
+        assert!(s.fuel && s.cache.enabled && s.nn.force.is_none());
+        let s = settings(
+            file,
+            &["--timeout-ms", "7", "--tenant-burst", "2", "--redis-url", "", "--audit", "off", "--nn-sessions", "5"],
+        );
+        assert_eq!((s.limits.timeout_ms, s.limits.queue_size, s.tenant_limits.burst), (7, 3, 2));
+        assert_eq!((s.redis_url, s.audit.as_str(), s.nn.onnx.sessions, s.nn.openvino.requests), (None, "off", 5, 5));
+        let s = settings(file, &["--no-fuel", "--no-result-cache", "--no-cache", "--backend", "openvino"]);
+        assert!(!s.fuel && !s.cache.enabled && s.code_cache.is_none());
+        assert_eq!(s.nn.force, Some(BackendKind::OpenVino));
+        let unknown = resolve(file, &["--backend", "tensorflow"]).unwrap_err().to_string();
+        assert!(unknown.contains("unknown backend \"tensorflow\""), "{unknown}");
+    }
 }
