@@ -79,12 +79,11 @@ impl Plan {
     /// `up`: a Spin manifest's HTTP triggers, with `models` for the host's wasi-nn (default:
     /// the directory mounted at /models). With `compose_providers`, each component is composed
     /// with its declared `wasi:nn` dependency instead.
-    pub fn up(manifest_path: &Path, models: Option<PathBuf>, compose_providers: bool) -> anyhow::Result<Self> {
+    pub fn up(manifest_path: &Path, mut models: Option<PathBuf>, compose_providers: bool) -> anyhow::Result<Self> {
         let manifest = Manifest::load(manifest_path)?;
         let base = manifest_path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
         let base = base.canonicalize().with_context(|| format!("cannot open {}", base.display()))?;
         let mut components = Vec::new();
-        let mut models = models;
         for route in manifest.routes() {
             let c = manifest.resolve(&route.component, &base)?;
             let mut wasm = read(&c.source, "component")?;

@@ -64,18 +64,9 @@ impl Settings {
     /// The settings a `config` file gives, before any flag, for a server on `listen` keeping
     /// its state in `data_dir`. The flags then override fields of the result.
     pub fn from_config(config: Config, config_path: Option<PathBuf>, listen: SocketAddr, data_dir: PathBuf) -> Self {
-        let mut nn = BackendOptions::default();
         let inference = config.inference;
-        if inference.sessions > 0 {
-            nn.onnx.sessions = inference.sessions;
-            nn.openvino.requests = inference.sessions;
-        }
-        if inference.threads > 0 {
-            nn.onnx.threads = inference.threads;
-            nn.openvino.threads = inference.threads;
-        }
         let audit = config.audit.path.unwrap_or_else(|| data_dir.join("audit.jsonl").display().to_string());
-        Self {
+        let mut settings = Self {
             listen,
             data_dir,
             config_path,
@@ -87,13 +78,33 @@ impl Settings {
             cache: config.cache,
             redis_url: config.redis.url.filter(|u| !u.is_empty()),
             audit,
-            nn,
+            nn: BackendOptions::default(),
             onnxruntime: None,
             openvino: None,
             fuel: true,
             code_cache: crate::engine::default_cache_dir(),
             drain: Duration::from_secs(30),
             exit_on_stdin_eof: false,
+        };
+        // 0 in the file: the backends' own default, one per core.
+        settings.set_inference(
+            (inference.sessions > 0).then_some(inference.sessions),
+            (inference.threads > 0).then_some(inference.threads),
+        );
+        settings
+    }
+
+    /// Every backend runs up to `sessions` inferences per model at once under load, and a lone
+    /// inference on `threads` threads (each at least 1); `None` keeps what is set.
+    pub fn set_inference(&mut self, sessions: Option<usize>, threads: Option<usize>) {
+        let nn = &mut self.nn;
+        if let Some(n) = sessions.map(|n| n.max(1)) {
+            nn.onnx.sessions = n;
+            nn.openvino.requests = n;
+        }
+        if let Some(n) = threads.map(|n| n.max(1)) {
+            nn.onnx.threads = n;
+            nn.openvino.threads = n;
         }
     }
 

@@ -225,19 +225,8 @@ impl RuntimeArgs {
         over!(t.burst, self.tenant_burst);
         over!(t.max_concurrent, self.tenant_max_concurrent);
         s.http = self.http.apply(s.http);
+        s.set_inference(self.nn_sessions, self.threads);
         let nn = &mut s.nn;
-        if let Some(n) = self.nn_sessions {
-            nn.onnx.sessions = n;
-            nn.openvino.requests = n;
-        }
-        if let Some(n) = self.threads {
-            nn.onnx.threads = n;
-            nn.openvino.threads = n;
-        }
-        nn.onnx.sessions = nn.onnx.sessions.max(1);
-        nn.openvino.requests = nn.openvino.requests.max(1);
-        nn.onnx.threads = nn.onnx.threads.max(1);
-        nn.openvino.threads = nn.openvino.threads.max(1);
         nn.onnx.session_threads = self.nn_threads.max(1);
         nn.openvino.precision.clone_from(&self.openvino_precision);
         nn.force = match &self.backend {
