@@ -23,6 +23,7 @@ pub mod letterbox;
 pub mod model;
 pub mod options;
 pub mod postprocess;
+pub mod report;
 pub mod request;
 pub mod resize;
 pub mod response;

@@ -30,13 +30,10 @@ use yolo_core::decode::{DecodeLimits, decode_rgb_for_input};
 use yolo_core::letterbox::letterbox_reduced_le_bytes;
 use yolo_core::options::{Annotate, DecodeMode, DetectOptions};
 use yolo_core::postprocess::detections;
+use yolo_core::report::{CLASSES_HEADER, DETECTIONS_HEADER, PIXELS_HEADER, Summary};
 use yolo_core::request::parse_detect_request;
 use yolo_core::response::DetectResponse;
 use yolo_core::{ApiError, ErrorCode};
-
-/// Response header through which the function reports the decoded image's pixel count to
-/// the host for metering. The host removes it before answering the client.
-pub const PIXELS_HEADER: &str = "x-yolo-edge-pixels";
 
 const DEFAULT_MAX_BODY_BYTES: usize = 20 << 20;
 
@@ -70,7 +67,7 @@ fn handle(req: Request) -> Response {
             let mut r = match detect(&req, &mut timings) {
                 Ok(Detected { answer, pixels, annotated: None }) => {
                     let mut r = json(200, answer.to_json());
-                    r.set_header(PIXELS_HEADER, pixels.to_string());
+                    report(&mut r, pixels, &Summary::of(&answer));
                     r
                 }
                 Ok(Detected { answer, pixels, annotated: Some((format, image)) }) => {
@@ -80,7 +77,7 @@ fn handle(req: Request) -> Response {
                         .header("x-detections", answer.to_json())
                         .body(image)
                         .build();
-                    r.set_header(PIXELS_HEADER, pixels.to_string());
+                    report(&mut r, pixels, &Summary::of(&answer));
                     r
                 }
                 Err(e) => error_response(&e),
@@ -91,9 +88,9 @@ fn handle(req: Request) -> Response {
             r
         }
         ("/detect/batch", Method::Post) => match detect_batch(&req) {
-            Ok((answer, pixels)) => {
+            Ok((answer, pixels, summary)) => {
                 let mut r = json(200, answer.to_string());
-                r.set_header(PIXELS_HEADER, pixels.to_string());
+                report(&mut r, pixels, &summary);
                 r
             }
             Err(e) => error_response(&e),
@@ -112,6 +109,16 @@ fn handle(req: Request) -> Response {
             format!("no route for {:?}: the routes are POST /detect, POST /detect/batch and GET /healthz", req.path()),
         )),
     }
+}
+
+/// Tell the host, in the headers only it reads ([`yolo_core::report`]), the pixels decoded
+/// (metered) and what the answer found (its audit line and metrics).
+fn report(r: &mut Response, pixels: u64, summary: &Summary) {
+    r.set_header(PIXELS_HEADER, pixels.to_string());
+    if let Some(n) = summary.detections {
+        r.set_header(DETECTIONS_HEADER, n.to_string());
+    }
+    r.set_header(CLASSES_HEADER, summary.classes_header());
 }
 
 /// How long each stage of `/detect` took, for the standard `Server-Timing` response header
@@ -233,14 +240,16 @@ fn detect_one(
 }
 
 /// `POST /detect/batch`: `{"results": [<a /detect answer> or {"error": ...}, ...], "count"}`
-/// in input order, and the pixels decoded in all. A bad image fails its own slot.
-fn detect_batch(req: &Request) -> Result<(serde_json::Value, u64), ApiError> {
+/// in input order, the pixels decoded in all, and the [`Summary`] of all its detections. A bad
+/// image fails its own slot.
+fn detect_batch(req: &Request) -> Result<(serde_json::Value, u64, Summary), ApiError> {
     let body = body_within_limit(req)?;
     let content_type = req.header("content-type").and_then(|v| v.as_str());
     let max_batch = env_or("YOLO_EDGE_MAX_BATCH", DEFAULT_MAX_BATCH);
     let batch = parse_batch_request(content_type, req.query(), body, max_batch)?;
     let (model_name, model) = open_model(&batch.options)?;
     let mut pixels = 0u64;
+    let mut summary = Summary { detections: Some(0), classes: Vec::new() };
     let results: Vec<serde_json::Value> = batch
         .images
         .iter()
@@ -251,6 +260,7 @@ fn detect_batch(req: &Request) -> Result<(serde_json::Value, u64), ApiError> {
             match answer {
                 Ok((answer, _)) => {
                     pixels += pixels_of(&answer);
+                    summary.add(&answer);
                     serde_json::from_str(&answer.to_json()).unwrap_or(serde_json::Value::Null)
                 }
                 Err(e) => serde_json::from_str(&e.to_json()).unwrap_or(serde_json::Value::Null),
@@ -258,7 +268,7 @@ fn detect_batch(req: &Request) -> Result<(serde_json::Value, u64), ApiError> {
         })
         .collect();
     let count = results.len();
-    Ok((serde_json::json!({ "results": results, "count": count }), pixels))
+    Ok((serde_json::json!({ "results": results, "count": count }), pixels, summary))
 }
 
 /// `GET /healthz`: status and the models visible under `/models`.

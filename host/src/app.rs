@@ -43,16 +43,16 @@ pub struct App {
 }
 
 /// Components by HTTP route (Spin route syntax), most specific first.
-pub struct Routes(Vec<(String, Invoker)>);
+pub struct Routes(Vec<(String, Arc<Invoker>)>);
 
 impl Routes {
     /// Routes in the order given (put exact paths before prefixes, longer prefixes first).
     pub fn new(entries: Vec<(String, Invoker)>) -> Self {
-        Self(entries)
+        Self(entries.into_iter().map(|(route, invoker)| (route, Arc::new(invoker))).collect())
     }
 
-    /// The component serving `path`.
-    pub fn find(&self, path: &str) -> Option<&Invoker> {
-        self.0.iter().find(|(route, _)| crate::manifest::route_matches(route, path)).map(|(_, i)| i)
+    /// The component serving `path` (shared with the task that runs the request).
+    pub fn find(&self, path: &str) -> Option<Arc<Invoker>> {
+        self.0.iter().find(|(route, _)| crate::manifest::route_matches(route, path)).map(|(_, i)| i.clone())
     }
 }

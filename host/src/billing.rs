@@ -14,24 +14,25 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
-use http::{HeaderValue, Request, header, request::Parts};
-use http_body_util::{BodyExt as _, Full};
+use http::{Request, header, request::Parts};
+use http_body_util::Full;
 use uuid::Uuid;
 use yolo_core::{ApiError, ErrorCode};
 
 use yolo_edge_ledger::{Caller, Entry, Outcome as Recorded, StoredAnswer, now_us};
 
 use crate::admission::{admit, limit_refusal, refused, unavailable};
+use crate::answer::Answer;
 use crate::app::App;
 use crate::audit::RequestFacts;
-use crate::cache::{self, CacheKey, CachedAnswer};
+use crate::cache::{self, CacheKey};
 use crate::front::{RequestBody, answer_unread, read_body};
 use crate::idempotency::{self, Claim, ClaimGuard};
-use crate::invoke::{Failure, Outcome};
+use crate::invoke::{Failure, Invoker, Outcome};
 use crate::limits::{Slot, TenantTicket};
 use crate::metering::{Usage, headers};
 use crate::pricing::Charge;
-use crate::reply::{Reply, function_reply, json_error, no_route, set_header};
+use crate::reply::{Reply, answer_of, json_error, no_route, reply_of, set_header};
 
 /// Handle a request for the function.
 pub async fn handle(app: Arc<App>, req: Request<impl RequestBody>, peer: SocketAddr) -> Reply {
@@ -43,10 +44,10 @@ pub async fn handle(app: Arc<App>, req: Request<impl RequestBody>, peer: SocketA
         Err(refusal) => return answer_unread(*refusal, &parts, body, &app.http),
     };
     let tenant = caller.tenant.clone();
-    if app.routes.find(parts.uri.path()).is_none() {
+    let Some(invoker) = app.routes.find(parts.uri.path()) else {
         let reply = refused(no_route(parts.uri.path()), Some(&tenant), "no_route");
         return answer_unread(reply, &parts, body, &app.http);
-    }
+    };
     let body = match read_body(&parts, body, app.max_body_bytes, &app.http).await {
         Ok(b) => b,
         Err((reply, reason)) => return refused(reply, Some(&tenant), reason),
@@ -80,7 +81,7 @@ pub async fn handle(app: Arc<App>, req: Request<impl RequestBody>, peer: SocketA
             Ok(Claim::Execute(g)) => guard = Some(g),
             Ok(Claim::Replay(answer)) => {
                 let reuse = Reuse::Replay { of: answer.invocation_id.clone(), key: answer.key.clone() };
-                let stored = CachedAnswer { status: answer.status, headers: answer.headers, body: answer.body.into() };
+                let stored = Answer::from_stored(answer.status, answer.headers, answer.body.into());
                 return reuse_answer(app, caller, &parts, stored, reuse, peer).await;
             }
             Ok(Claim::Mismatch(answer)) => {
@@ -99,7 +100,7 @@ pub async fn handle(app: Arc<App>, req: Request<impl RequestBody>, peer: SocketA
     }
 
     // The result cache: a request answered before is answered again without an instance.
-    let cached = cache_plan(&app, &parts, &body);
+    let cached = cache_plan(&app, &invoker, &parts, &body);
     if let Some(plan) = cached.as_ref().filter(|p| p.lookup)
         && let Some(hit) = app.cache.get(&plan.key).await
     {
@@ -114,7 +115,7 @@ pub async fn handle(app: Arc<App>, req: Request<impl RequestBody>, peer: SocketA
     };
     let held = Held { _slot: slot, _ticket: ticket, _guard: guard };
     let keep = Keep { idempotency: key.zip(fingerprint), cache: cached };
-    let task = tokio::spawn(execute(app, caller, parts, body, keep, held, peer));
+    let task = tokio::spawn(execute(app, invoker, caller, parts, body, keep, held, peer));
     task.await.unwrap_or_else(|e| {
         tracing::error!(error = %e, "the invocation task failed");
         json_error(&ApiError::new(ErrorCode::Internal, "the invocation task failed"))
@@ -132,11 +133,10 @@ struct CachePlan {
 
 /// The cache key of a `POST .../detect` request, when the cache is on and the request and its
 /// model can be keyed.
-fn cache_plan(app: &App, parts: &Parts, body: &[u8]) -> Option<CachePlan> {
+fn cache_plan(app: &App, invoker: &Invoker, parts: &Parts, body: &[u8]) -> Option<CachePlan> {
     if !app.cache.enabled() || parts.method != http::Method::POST || !parts.uri.path().ends_with("/detect") {
         return None;
     }
-    let invoker = app.routes.find(parts.uri.path())?;
     let component = &invoker.options().component_sha256;
     let identity = |model: &str| app.model_ids.get(model).map(|m| format!("{component}/{m}"));
     let content_type = parts.headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok());
@@ -202,8 +202,10 @@ impl Invoked<'_> {
 }
 
 /// Run the function, price it, record it, answer.
+#[allow(clippy::too_many_arguments)] // each is one thing the spawned task owns from here on
 async fn execute(
     app: Arc<App>,
+    invoker: Arc<Invoker>,
     caller: Caller,
     parts: Parts,
     body: Bytes,
@@ -214,52 +216,42 @@ async fn execute(
     let id = Uuid::now_v7();
     let ts_us = now_us();
     let route = route_of(&parts);
-    let Some(invoker) = app.routes.find(parts.uri.path()) else { return no_route(parts.uri.path()) };
     let invocation = invoker.invoke(Request::from_parts(parts, Full::new(body))).await;
     let usage = invocation.usage;
     let tokens = app.pricing.tokens(&usage, Charge::Executed);
-    let mut reply = function_reply(&invocation.outcome);
-    let status = reply.status().as_u16();
-    let outcome = match &invocation.outcome {
-        Outcome::Answered(_) => Recorded::Answered,
-        Outcome::Failed(Failure::Trap, _) => Recorded::Trap,
-        Outcome::Failed(Failure::Timeout, _) => Recorded::Timeout,
-        Outcome::Failed(Failure::OutOfFuel, _) => Recorded::OutOfFuel,
-        Outcome::Failed(Failure::OutOfMemory, _) => Recorded::OutOfMemory,
+    let (outcome, failure) = match &invocation.outcome {
+        Outcome::Answered(_) => (Recorded::Answered, None),
+        Outcome::Failed(kind, message) => (recorded_failure(*kind), Some(message.clone())),
     };
+    let answer = answer_of(invocation.outcome);
+    let status = answer.status;
     let invoked = Invoked { id: &id, caller: &caller, ts_us, route, status, outcome };
     let mut e = invoked.entry(&usage, tokens);
-    let body = reply.body().clone().collect().await.map(|c| c.to_bytes()).unwrap_or_default();
-    let answer = CachedAnswer { status, headers: stored_headers(&reply), body: body.clone() };
     let kept = keep_under_key(&mut e, keep.idempotency, &answer);
     let balance = match record(&app, e, kept).await {
         Ok(balance) => balance,
         Err(refused) => return refused,
     };
     drop(held);
+    let mut reply = reply_of(&answer);
     if let Some(plan) = keep.cache {
-        if plan.store && status == 200 && matches!(invocation.outcome, Outcome::Answered(_)) {
-            app.cache.put(&plan.key, answer).await;
+        if plan.store && status == 200 && failure.is_none() {
+            app.cache.put(&plan.key, answer.clone()).await;
         }
         set_header(&mut reply, headers::CACHE, if plan.lookup { "miss" } else { "bypass" });
     }
     metering_headers(&mut reply, &id, &usage, tokens, balance);
-    let (detections, classes) = detections_of(status, &body);
     reply.extensions_mut().insert(RequestFacts {
         tenant: Some(caller.tenant.clone()),
         invocation_id: Some(id.to_string()),
         tokens: Some(tokens),
-        detections,
-        classes,
+        detections: answer.summary.detections,
+        classes: answer.summary.classes,
         fuel: Some(usage.fuel),
         wall_seconds: Some(usage.wall.as_secs_f64()),
         inference_seconds: Some(usage.inference.as_secs_f64()),
         ..RequestFacts::default()
     });
-    let failure = match &invocation.outcome {
-        Outcome::Failed(_, msg) => Some(msg.as_str()),
-        Outcome::Answered(_) => None,
-    };
     tracing::info!(
         target: "yolo_edge::invocation",
         invocation_id = %id,
@@ -281,9 +273,19 @@ async fn execute(
     reply
 }
 
+/// How the ledger names a failure.
+fn recorded_failure(kind: Failure) -> Recorded {
+    match kind {
+        Failure::Trap => Recorded::Trap,
+        Failure::Timeout => Recorded::Timeout,
+        Failure::OutOfFuel => Recorded::OutOfFuel,
+        Failure::OutOfMemory => Recorded::OutOfMemory,
+    }
+}
+
 /// The answer to store under the request's idempotency key (with its fingerprint), if it has
 /// one; the ledger entry then names the key.
-fn keep_under_key(e: &mut Entry, idempotency: Option<(String, String)>, answer: &CachedAnswer) -> Option<StoredAnswer> {
+fn keep_under_key(e: &mut Entry, idempotency: Option<(String, String)>, answer: &Answer) -> Option<StoredAnswer> {
     idempotency.map(|(key, request_sha256)| {
         e.idempotency_key = Some(key.clone());
         StoredAnswer {
@@ -293,7 +295,7 @@ fn keep_under_key(e: &mut Entry, idempotency: Option<(String, String)>, answer: 
             invocation_id: e.id.clone(),
             created_us: e.ts_us,
             status: answer.status,
-            headers: answer.headers.clone(),
+            headers: answer.stored_headers(),
             body: answer.body.to_vec(),
         }
     })
@@ -323,7 +325,7 @@ async fn reuse_answer(
     app: Arc<App>,
     caller: Caller,
     parts: &Parts,
-    stored: CachedAnswer,
+    stored: Answer,
     reuse: Reuse,
     peer: SocketAddr,
 ) -> Reply {
@@ -353,22 +355,15 @@ async fn reuse_answer(
         Ok(balance) => balance,
         Err(refused) => return refused,
     };
-    let (detections, classes) = detections_of(stored.status, &stored.body);
-    let mut reply = http::Response::new(Full::new(stored.body));
-    *reply.status_mut() = http::StatusCode::from_u16(stored.status).unwrap_or(http::StatusCode::OK);
-    for (name, value) in &stored.headers {
-        if let (Ok(n), Ok(v)) = (header::HeaderName::from_bytes(name.as_bytes()), HeaderValue::from_str(value)) {
-            reply.headers_mut().append(n, v);
-        }
-    }
+    let mut reply = reply_of(&stored);
     metering_headers(&mut reply, &id, &usage, tokens, balance);
     let cache_hit = matches!(reuse, Reuse::CacheHit { .. });
     reply.extensions_mut().insert(RequestFacts {
         tenant: Some(caller.tenant.clone()),
         invocation_id: Some(id.to_string()),
         tokens: Some(tokens),
-        detections,
-        classes,
+        detections: stored.summary.detections,
+        classes: stored.summary.classes.clone(),
         cache_hit,
         ..RequestFacts::default()
     });
@@ -392,26 +387,6 @@ async fn reuse_answer(
         }
     }
     reply
-}
-
-/// The detection count and distinct class names of a 200 `/detect` answer.
-fn detections_of(status: u16, body: &[u8]) -> (Option<u64>, Vec<String>) {
-    if status != 200 {
-        return (None, Vec::new());
-    }
-    let Ok(v) = serde_json::from_slice::<serde_json::Value>(body) else { return (None, Vec::new()) };
-    let mut classes: Vec<String> = v["detections"]
-        .as_array()
-        .map(|d| d.iter().filter_map(|x| x["class_name"].as_str().map(str::to_owned)).collect())
-        .unwrap_or_default();
-    classes.sort();
-    classes.dedup();
-    (v["count"].as_u64(), classes)
-}
-
-/// The function's own headers, kept with an idempotent answer.
-fn stored_headers(reply: &Reply) -> Vec<(String, String)> {
-    reply.headers().iter().filter_map(|(k, v)| Some((k.as_str().to_owned(), v.to_str().ok()?.to_owned()))).collect()
 }
 
 fn metering_headers(reply: &mut Reply, id: &Uuid, usage: &Usage, tokens: u64, balance: i64) {

@@ -23,10 +23,11 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use sha2::{Digest, Sha256};
+use yolo_edge_ledger::digest::Fingerprint;
 
+use crate::answer::Answer;
 use crate::redis_link::RedisLink;
 
 /// `[cache]` in `yolo-edge.toml`.
@@ -47,34 +48,6 @@ pub struct CacheConfig {
 impl Default for CacheConfig {
     fn default() -> Self {
         Self { enabled: true, max_entries: 10_000, ttl_seconds: 3600, redis_url: None }
-    }
-}
-
-/// A cached answer: what the function said, without the per-invocation metering headers.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct CachedAnswer {
-    /// HTTP status (only 200 answers are cached).
-    pub status: u16,
-    /// The function's own headers (content type).
-    pub headers: Vec<(String, String)>,
-    /// The body.
-    #[serde(with = "body_b64")]
-    pub body: Bytes,
-}
-
-mod body_b64 {
-    use base64::Engine as _;
-    use base64::engine::general_purpose::STANDARD;
-    use bytes::Bytes;
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    pub fn serialize<S: Serializer>(b: &Bytes, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&STANDARD.encode(b))
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Bytes, D::Error> {
-        let text = String::deserialize(d)?;
-        STANDARD.decode(text).map(Bytes::from).map_err(serde::de::Error::custom)
     }
 }
 
@@ -108,16 +81,9 @@ impl CacheKey {
             "decode": o.decode.as_str(),
         });
         let identity = identity(&model)?;
-        let mut h = Sha256::new();
-        for part in [b"yolo-edge result cache v1".as_slice(), route.as_bytes(), identity.as_bytes()] {
-            h.update((part.len() as u64).to_le_bytes());
-            h.update(part);
-        }
-        let options = options.to_string();
-        h.update((options.len() as u64).to_le_bytes());
-        h.update(options.as_bytes());
-        h.update(&request.image);
-        Some(Self(hex::encode(h.finalize())))
+        let mut h = Fingerprint::new();
+        h.field("yolo-edge result cache v1").field(route).field(identity).field(options.to_string());
+        Some(Self(h.rest(&request.image).hex()))
     }
 
     /// The key as text.
@@ -137,16 +103,12 @@ pub fn model_fingerprint(dir: &Path) -> std::io::Result<String> {
     let mut files: Vec<_> =
         std::fs::read_dir(dir)?.filter_map(Result::ok).map(|e| e.path()).filter(|p| p.is_file()).collect();
     files.sort();
-    let mut h = Sha256::new();
+    let mut h = Fingerprint::new();
     for f in files {
         let name = f.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-        h.update((name.len() as u64).to_le_bytes());
-        h.update(name.as_bytes());
-        let bytes = std::fs::read(&f)?;
-        h.update((bytes.len() as u64).to_le_bytes());
-        h.update(&bytes);
+        h.field(name).field(std::fs::read(&f)?);
     }
-    Ok(hex::encode(h.finalize()))
+    Ok(h.hex())
 }
 
 /// Each model's identity for cache keys: its directory's [`model_fingerprint`] and its
@@ -212,7 +174,7 @@ pub enum ResultCache {
 
 /// The in-process store: answers with the time they were stored.
 pub struct MemoryStore {
-    entries: Mutex<lru::LruCache<CacheKey, (Instant, CachedAnswer)>>,
+    entries: Mutex<lru::LruCache<CacheKey, (Instant, Answer)>>,
     ttl: Duration,
 }
 
@@ -264,7 +226,7 @@ impl ResultCache {
     }
 
     /// The stored answer for `key`, if any and still fresh.
-    pub async fn get(&self, key: &CacheKey) -> Option<CachedAnswer> {
+    pub async fn get(&self, key: &CacheKey) -> Option<Answer> {
         match self {
             Self::Off => None,
             Self::Memory(m) => {
@@ -292,7 +254,7 @@ impl ResultCache {
     }
 
     /// Store `answer` under `key`.
-    pub async fn put(&self, key: &CacheKey, answer: CachedAnswer) {
+    pub async fn put(&self, key: &CacheKey, answer: Answer) {
         match self {
             Self::Off => {}
             Self::Memory(m) => {
@@ -357,7 +319,12 @@ mod tests {
 
     #[tokio::test]
     async fn memory_store_is_bounded_and_expires() {
-        let answer = |n: u8| CachedAnswer { status: 200, headers: vec![], body: Bytes::from(vec![n]) };
+        let answer = |n: u8| Answer {
+            status: 200,
+            headers: vec![],
+            body: bytes::Bytes::from(vec![n]),
+            summary: Default::default(),
+        };
         let c = ResultCache::open(&CacheConfig { max_entries: 2, ..CacheConfig::default() }, None).await.unwrap();
         let (a, b, d) = (key("", PNG).unwrap(), key("conf=0.3", PNG).unwrap(), key("conf=0.4", PNG).unwrap());
         c.put(&a, answer(1)).await;
@@ -376,15 +343,5 @@ mod tests {
         let off = ResultCache::open(&CacheConfig { enabled: false, ..CacheConfig::default() }, None).await.unwrap();
         off.put(&a, answer(1)).await;
         assert_eq!(off.get(&a).await, None);
-    }
-
-    #[test]
-    fn answers_survive_serialisation() {
-        let a = CachedAnswer {
-            status: 200,
-            headers: vec![("content-type".into(), "application/json".into())],
-            body: Bytes::from_static(b"{\"count\":0}"),
-        };
-        assert_eq!(serde_json::from_slice::<CachedAnswer>(&serde_json::to_vec(&a).unwrap()).unwrap(), a);
     }
 }

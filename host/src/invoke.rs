@@ -14,8 +14,10 @@ use wasmtime_wasi_http::WasiHttpView;
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
 use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
 
+use crate::answer::{Answer, Summary};
 use crate::metering::Usage;
 use crate::state::{InvocationState, MemoryMeter};
+use yolo_core::report;
 use yolo_edge_nn::registry::GraphRegistry;
 
 /// wasi-http needs an authority for every incoming request, but HTTP/1.0 lets a client leave
@@ -27,10 +29,6 @@ fn with_authority(mut request: http::Request<Full<Bytes>>) -> http::Request<Full
     }
     request
 }
-
-/// The response header through which the function reports decoded pixels (stripped
-/// before the client sees the response, so a client cannot forge it).
-pub const GUEST_PIXELS_HEADER: &str = "x-yolo-edge-pixels";
 
 /// Settings of every invocation.
 #[derive(Debug, Clone)]
@@ -54,19 +52,40 @@ pub struct InvokerOptions {
 }
 
 /// A response the function produced, fully read.
-#[derive(Debug)]
-pub struct GuestResponse {
-    /// Status, headers.
-    pub parts: http::response::Parts,
-    /// The body.
-    pub body: Bytes,
+struct GuestResponse {
+    parts: http::response::Parts,
+    body: Bytes,
+}
+
+impl GuestResponse {
+    /// The typed answer, and the pixels the function decoded: the private headers of
+    /// [`yolo_core::report`] are taken out (a client never sees them), and so are the
+    /// hop-by-hop ones the host's own connection decides.
+    fn into_answer(self) -> (Answer, u64) {
+        let mut headers = self.parts.headers;
+        let mut private = |name: &str| headers.remove(name).and_then(|v| v.to_str().ok().map(str::to_owned));
+        let pixels = private(report::PIXELS_HEADER).and_then(|p| p.parse().ok()).unwrap_or(0);
+        let summary = Summary::from_headers(
+            private(report::DETECTIONS_HEADER).as_deref(),
+            private(report::CLASSES_HEADER).as_deref(),
+        );
+        let headers = headers
+            .iter()
+            .filter(|(name, _)| {
+                ![http::header::CONTENT_LENGTH, http::header::TRANSFER_ENCODING, http::header::CONNECTION]
+                    .contains(name)
+            })
+            .filter_map(|(name, value)| Some((name.as_str().to_owned(), value.to_str().ok()?.to_owned())))
+            .collect();
+        (Answer { status: self.parts.status.as_u16(), headers, body: self.body, summary }, pixels)
+    }
 }
 
 /// How the invocation ended.
 #[derive(Debug)]
 pub enum Outcome {
     /// The function answered.
-    Answered(GuestResponse),
+    Answered(Answer),
     /// The function failed; the message says why.
     Failed(Failure, String),
 }
@@ -287,14 +306,10 @@ impl Invoker {
             }
         };
         let outcome = match (response, guest_result) {
-            (Ok(mut resp), Ok(())) => {
-                usage.pixels = resp
-                    .parts
-                    .headers
-                    .remove(GUEST_PIXELS_HEADER)
-                    .and_then(|v| v.to_str().ok()?.parse().ok())
-                    .unwrap_or(0);
-                Outcome::Answered(resp)
+            (Ok(resp), Ok(())) => {
+                let (answer, pixels) = resp.into_answer();
+                usage.pixels = pixels;
+                Outcome::Answered(answer)
             }
             (Ok(_), Err((kind, trap))) => Outcome::Failed(kind, format!("the function failed after answering: {trap}")),
             (Err(missing), Ok(())) => Outcome::Failed(Failure::Trap, missing),

@@ -13,6 +13,7 @@
 #![deny(missing_docs)]
 
 pub mod admission;
+pub mod answer;
 pub mod api;
 pub mod app;
 pub mod audit;

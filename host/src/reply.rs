@@ -7,6 +7,7 @@ use http::{HeaderValue, Response, StatusCode, header};
 use http_body_util::Full;
 use yolo_core::{ApiError, ErrorCode};
 
+use crate::answer::Answer;
 use crate::invoke::{Failure, Outcome};
 
 /// The response type of every route.
@@ -37,30 +38,35 @@ pub fn no_route(path: &str) -> Reply {
     json_error(&ApiError::new(ErrorCode::NotFound, format!("no component serves {path:?}")))
 }
 
-/// The client's response for a function answer, or a JSON 500 / 504 when the function failed.
-pub fn function_reply(outcome: &Outcome) -> Reply {
-    match outcome {
-        Outcome::Answered(guest) => {
-            let mut r = Response::new(Full::new(guest.body.clone()));
-            *r.status_mut() = guest.parts.status;
-            for (name, value) in &guest.parts.headers {
-                if name != header::CONTENT_LENGTH && name != header::TRANSFER_ENCODING && name != header::CONNECTION {
-                    r.headers_mut().append(name, value.clone());
-                }
-            }
-            r
+/// The answer the client gets for a function's outcome: the function's own, or a JSON 500 /
+/// 504 when it failed.
+pub fn answer_of(outcome: Outcome) -> Answer {
+    let e = match outcome {
+        Outcome::Answered(answer) => return answer,
+        Outcome::Failed(Failure::Trap, message) => {
+            ApiError::new(ErrorCode::FunctionFailed, format!("the function failed: {message}"))
         }
-        Outcome::Failed(kind, message) => json_error(&match kind {
-            Failure::Trap => ApiError::new(ErrorCode::FunctionFailed, format!("the function failed: {message}")),
-            Failure::Timeout => ApiError::new(
-                ErrorCode::FunctionTimeout,
-                format!("the function ran past its deadline and was stopped: {message}"),
-            ),
-            Failure::OutOfFuel => ApiError::new(
-                ErrorCode::FuelExhausted,
-                format!("the function burnt its whole fuel budget and was stopped: {message}"),
-            ),
-            Failure::OutOfMemory => ApiError::new(ErrorCode::MemoryExhausted, message.clone()),
-        }),
+        Outcome::Failed(Failure::Timeout, message) => ApiError::new(
+            ErrorCode::FunctionTimeout,
+            format!("the function ran past its deadline and was stopped: {message}"),
+        ),
+        Outcome::Failed(Failure::OutOfFuel, message) => ApiError::new(
+            ErrorCode::FuelExhausted,
+            format!("the function burnt its whole fuel budget and was stopped: {message}"),
+        ),
+        Outcome::Failed(Failure::OutOfMemory, message) => ApiError::new(ErrorCode::MemoryExhausted, message),
+    };
+    Answer::json(e.status(), e.to_json())
+}
+
+/// The client's response for an answer (a stored one too): its status, headers and body.
+pub fn reply_of(answer: &Answer) -> Reply {
+    let mut r = Response::new(Full::new(answer.body.clone()));
+    *r.status_mut() = StatusCode::from_u16(answer.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    for (name, value) in &answer.headers {
+        if let (Ok(n), Ok(v)) = (header::HeaderName::from_bytes(name.as_bytes()), HeaderValue::from_str(value)) {
+            r.headers_mut().append(n, v);
+        }
     }
+    r
 }

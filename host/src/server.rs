@@ -26,7 +26,7 @@ use crate::audit::RequestFacts;
 use crate::front::{
     Admission, ConnectionGate, RESERVE_HEADER_TIMEOUT, RequestBody, answer_unread, check_head, read_body,
 };
-use crate::reply::{Reply, function_reply, json_error, no_route, set_header};
+use crate::reply::{Reply, answer_of, json_error, no_route, reply_of, set_header};
 use crate::routes::{Handler, handler};
 
 /// Serve `app` on `listener` until `shutdown` resolves, then stop accepting and let
@@ -202,5 +202,5 @@ async fn unbilled(app: &App, req: Request<impl RequestBody>) -> Reply {
     };
     let Some(invoker) = app.routes.find(parts.uri.path()) else { return no_route(parts.uri.path()) };
     let invocation = invoker.invoke(Request::from_parts(parts, Full::new(body))).await;
-    function_reply(&invocation.outcome)
+    reply_of(&answer_of(invocation.outcome))
 }

@@ -22,9 +22,15 @@ const PEER: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr
 
 /// An app as `serve` builds it, with `config` and its state in a fresh data directory.
 async fn app_with(config: Config) -> (Arc<App>, PathBuf) {
+    app_auditing(config, |_| "off".to_owned()).await
+}
+
+/// An app as [`app_with`] makes it, writing its audit log where `audit` says (given the data
+/// directory).
+async fn app_auditing(config: Config, audit: impl Fn(&std::path::Path) -> String) -> (Arc<App>, PathBuf) {
     let data_dir = fresh_data_dir();
     let mut settings = Settings::from_config(config, None, "127.0.0.1:0".parse().unwrap(), data_dir.clone());
-    settings.audit = "off".to_owned();
+    settings.audit = audit(&data_dir);
     let plan = Plan::serve(&component(), &models(), "yolov3-tiny", true).expect("the component and models are built");
     (build(plan, &settings).await.expect("the app builds"), data_dir)
 }
@@ -223,5 +229,34 @@ async fn a_request_without_a_host_header_is_served() {
     let a = call(&app, req).await;
     assert_eq!(a.status, 200, "{:?}", a.body);
     assert_eq!(a.body["count"], a.body["detections"].as_array().unwrap().len());
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_the_function_found_reaches_the_audit_line_run_replayed_or_cached() {
+    let (app, dir) = app_auditing(Config::default(), |dir| dir.join("audit.jsonl").display().to_string()).await;
+    let auth = tenant(&app, "acme", 1_000_000).await;
+    let image = photo_bytes("coffee.png");
+    let keyed = [("idempotency-key", "found-1")];
+    let mut answers = Vec::new();
+    for extra in [&keyed[..], &keyed[..], &[][..]] {
+        let a = call(&app, detect(Some(&auth), &image, extra)).await;
+        assert!(a.headers.keys().all(|k| !k.as_str().starts_with("x-yolo-edge-")), "private headers: {:?}", a.headers);
+        answers.push(a);
+    }
+    assert_eq!((answers[1].header("x-replayed"), answers[2].header("x-cache")), ("true", "hit"));
+    let audit = std::fs::read_to_string(dir.join("audit.jsonl")).unwrap();
+    let lines: Vec<Value> = audit.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(lines.len(), 3, "{audit}");
+    for ((line, answer), what) in lines.iter().zip(&answers).zip(["run", "replay", "cache hit"]) {
+        let mut classes: Vec<&str> =
+            answer.body["detections"].as_array().unwrap().iter().map(|d| d["class_name"].as_str().unwrap()).collect();
+        classes.sort_unstable();
+        classes.dedup();
+        assert!(classes.contains(&"cup"), "{what}: {:?}", answer.body);
+        assert_eq!(line["detections"], answer.body["count"], "{what}: {line}");
+        assert_eq!(line["classes"], serde_json::json!(classes), "{what}: {line}");
+        assert_eq!(line["invocation_id"], answer.header("x-invocation-id"), "{what}: {line}");
+    }
     let _ = std::fs::remove_dir_all(dir);
 }
