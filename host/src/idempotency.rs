@@ -14,8 +14,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use sha2::{Digest, Sha256};
 use tokio::sync::watch;
+use yolo_edge_ledger::digest::Fingerprint;
 
 use yolo_edge_ledger::{KeyHold, Store, StoredAnswer, now_us};
 
@@ -78,13 +78,7 @@ pub fn validate_key(key: &str) -> Result<(), String> {
 
 /// The fingerprint of a request, to tell a retry from a different request under the same key.
 pub fn request_fingerprint(method: &str, path_and_query: &str, content_type: &str, body: &[u8]) -> String {
-    let mut h = Sha256::new();
-    for part in [method.as_bytes(), path_and_query.as_bytes(), content_type.as_bytes()] {
-        h.update((part.len() as u64).to_le_bytes());
-        h.update(part);
-    }
-    h.update(body);
-    hex::encode(h.finalize())
+    Fingerprint::new().field(method).field(path_and_query).field(content_type).rest(body).hex()
 }
 
 impl Idempotency {

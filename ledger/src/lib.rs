@@ -2,13 +2,15 @@
 //! ([`keys`]), the hash-chained invocation ledger and its verification ([`chain`]), answers
 //! kept for idempotent replays, and usage ([`usage`]), behind one [`Store`] trait with two
 //! implementations side by side: [`sqlite`] (the embedded default, one host) and [`postgres`]
-//! (one database shared by several hosts). Both keep versioned schemas ([`migrations`]).
+//! (one database shared by several hosts). Both keep versioned schemas ([`migrations`]);
+//! [`digest`] makes the length-framed SHA-256 fingerprints that everything keyed by content uses.
 //!
 //! Nothing here knows HTTP, the runtime or rendering: the host calls [`open`] once and then
 //! the [`Store`] methods; tables, CSV and CloudEvents are the host's.
 #![deny(missing_docs)]
 
 pub mod chain;
+pub mod digest;
 pub mod keys;
 pub mod migrations;
 pub mod postgres;

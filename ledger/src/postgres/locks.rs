@@ -5,19 +5,14 @@
 use std::time::{Duration, Instant};
 
 use deadpool_postgres::Object;
-use sha2::{Digest as _, Sha256};
 
+use crate::digest::Fingerprint;
 use crate::store::KeyHold;
 
 /// The advisory lock id of an idempotency key: 64 bits of a SHA-256 (a collision only makes
 /// two unrelated keys wait for each other).
 pub(crate) fn key_lock_id(tenant: &str, key: &str) -> i64 {
-    let mut h = Sha256::new();
-    for part in ["yolo-edge idempotency", tenant, key] {
-        h.update((part.len() as u64).to_le_bytes());
-        h.update(part.as_bytes());
-    }
-    let d = h.finalize();
+    let d = Fingerprint::new().field("yolo-edge idempotency").field(tenant).field(key).finish();
     i64::from_le_bytes(d[..8].try_into().unwrap_or_default())
 }
 
