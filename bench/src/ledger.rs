@@ -11,8 +11,9 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use yolo_edge_tests::{Host, PostgresServer, fresh_data_dir};
 
+use crate::common::{IMAGES, ROUNDS, Settings, latency_json, ms, ratio, step, target};
+use crate::http;
 use crate::stats::Summary;
-use crate::{IMAGES, ROUNDS, Settings, http, latency_json, ms, target};
 
 /// The three set-ups, in table order.
 const SETUPS: [&str; 3] = ["1 host, SQLite", "1 host, PostgreSQL", "2 hosts, one PostgreSQL"];
@@ -34,6 +35,7 @@ pub struct SharedLedger {
 
 /// Measure it.
 pub fn shared_ledger(cfg: &Settings) -> anyhow::Result<SharedLedger> {
+    step("shared ledger: one host on SQLite, one on PostgreSQL, two on one PostgreSQL");
     let pg = PostgresServer::start()?;
     let url = pg.create_database("bench")?;
     let env = [("YOLO_EDGE_DATABASE_URL", url.as_str())];
@@ -88,7 +90,6 @@ pub fn shared_ledger(cfg: &Settings) -> anyhow::Result<SharedLedger> {
 impl SharedLedger {
     /// The BENCHMARKS.md section.
     pub fn markdown(&self) -> String {
-        let ratio = |a: f64, b: f64| if b > 0.0 { a / b } else { f64::NAN };
         let row = |what: &str, r: &[f64; 3]| {
             format!(
                 "| {what} | {:.1} | {:.1} | {:.1} | {:.2}× | {:.2}× |\n",
