@@ -1,15 +1,17 @@
 //! Admission: who calls and whether the call may run, decided before anything runs or is
-//! billed: the API key ([`yolo_edge_ledger::Store::authenticate`]), the tenant's rate limit, and a balance that
-//! covers a call; and the JSON refusals of the billed path (`401`, `403`, `402`, `429`, `503`),
+//! billed: the API key ([`yolo_edge_ledger::Store::authenticate`]), the tenant's rate limit, and a
+//! hold on its balance that covers the call ([`crate::holds`]); and the JSON refusals of the billed path (`401`, `403`, `402`, `429`, `503`),
 //! each marked with its reason for the audit log and the metrics.
 
 use http::header;
 use http::request::Parts;
+use uuid::Uuid;
 use yolo_core::{ApiError, ErrorCode};
-use yolo_edge_ledger::{AuthError, Caller};
+use yolo_edge_ledger::{AuthError, Caller, HoldOutcome, HoldRequest, now_us};
 
 use crate::app::App;
 use crate::audit::RequestFacts;
+use crate::holds::HoldGuard;
 use crate::limits::Refusal;
 use crate::metering::headers;
 use crate::reply::{Reply, json_error, set_header};
@@ -71,9 +73,11 @@ pub fn limit_refusal(refusal: Refusal, tenant: &str) -> Reply {
     refused(r, Some(tenant), reason)
 }
 
-/// Authenticate the caller, apply the tenant's rate limit, and check that the balance
-/// covers a call. (The tenant's in-flight cap is applied once the body has arrived.)
-pub async fn admit(app: &App, parts: &Parts) -> Result<Caller, Box<Reply>> {
+/// Authenticate the caller, apply the tenant's rate limit, and hold what the call may cost
+/// from its balance (refused when the balance less open holds does not cover it). The guard
+/// releases the hold unless the call's ledger row captures it. (The tenant's in-flight cap is
+/// applied once the body has arrived.)
+pub async fn admit(app: &App, parts: &Parts) -> Result<(Caller, HoldGuard), Box<Reply>> {
     let authorization = parts.headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
     let caller = app.store.authenticate(authorization).await.map_err(|e| {
         let reason = match e {
@@ -84,18 +88,26 @@ pub async fn admit(app: &App, parts: &Parts) -> Result<Caller, Box<Reply>> {
         Box::new(refused(auth_refusal(&e), None, reason))
     })?;
     app.tenants.check_rate(&caller.tenant).await.map_err(|r| Box::new(limit_refusal(r, &caller.tenant)))?;
-    let price = app.pricing.per_call;
-    let balance = app.store.balance(&caller.tenant).await.map_err(|e| Box::new(unavailable(&e)))?.unwrap_or(0);
-    if balance < i64::try_from(price).unwrap_or(i64::MAX) {
-        let mut r = json_error(&ApiError::new(
-            ErrorCode::InsufficientBalance,
-            format!(
-                "the balance of tenant {:?} is {balance} tokens, below the price of a call ({price} tokens): add credit",
-                caller.tenant
-            ),
-        ));
-        set_header(&mut r, headers::BALANCE, balance.to_string());
-        return Err(Box::new(refused(r, Some(&caller.tenant), "insufficient_balance")));
+    let tokens = app.holds.size(&caller.tenant, parts.uri.path());
+    let hold = HoldRequest {
+        id: Uuid::now_v7().to_string(),
+        tenant: caller.tenant.clone(),
+        tokens: i64::try_from(tokens).unwrap_or(i64::MAX),
+        now_us: now_us(),
+        lease: app.hold_lease,
+    };
+    match app.store.hold_tokens(&hold).await.map_err(|e| Box::new(unavailable(&e)))? {
+        HoldOutcome::Held { .. } => Ok((caller, HoldGuard::new(app.store.clone(), hold.id))),
+        HoldOutcome::Insufficient { available } => {
+            let mut r = json_error(&ApiError::new(
+                ErrorCode::InsufficientBalance,
+                format!(
+                    "tenant {:?} has {available} tokens to spend (its balance less what its calls in flight hold), below what a call holds until it is priced ({tokens} tokens): add credit",
+                    caller.tenant
+                ),
+            ));
+            set_header(&mut r, headers::BALANCE, available.to_string());
+            Err(Box::new(refused(r, Some(&caller.tenant), "insufficient_balance")))
+        }
     }
-    Ok(caller)
 }

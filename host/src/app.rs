@@ -8,6 +8,7 @@ use yolo_edge_ledger::Store;
 use crate::audit::AuditLog;
 use crate::cache::{ModelIds, ResultCache};
 use crate::front::HttpLimits;
+use crate::holds::HoldSizer;
 use crate::idempotency::Idempotency;
 use crate::invoke::Invoker;
 use crate::limits::{Slots, TenantGate};
@@ -26,6 +27,10 @@ pub struct App {
     pub store: Arc<dyn Store>,
     /// Prices, in tokens.
     pub pricing: PriceSheet,
+    /// How much of a balance each call holds while it runs.
+    pub holds: HoldSizer,
+    /// How long a hold may stay open before any host frees it (a host died mid-call).
+    pub hold_lease: std::time::Duration,
     /// Requests in flight per idempotency key.
     pub idempotency: Idempotency,
     /// Instance slots and their wait queue.

@@ -16,7 +16,6 @@ use std::time::Instant;
 use bytes::Bytes;
 use http::{Request, header, request::Parts};
 use http_body_util::Full;
-use uuid::Uuid;
 use yolo_core::{ApiError, ErrorCode};
 
 use yolo_edge_ledger::{Caller, Entry, Outcome as Recorded, StoredAnswer, now_us};
@@ -27,6 +26,7 @@ use crate::app::App;
 use crate::audit::RequestFacts;
 use crate::cache::{self, CacheKey};
 use crate::front::{RequestBody, answer_unread, read_body};
+use crate::holds::HoldGuard;
 use crate::idempotency::{self, Claim, ClaimGuard};
 use crate::invoke::{Failure, Invoker, Outcome};
 use crate::limits::{Slot, TenantTicket};
@@ -39,8 +39,8 @@ pub async fn handle(app: Arc<App>, req: Request<impl RequestBody>, peer: SocketA
     let (parts, body) = req.into_parts();
     // A refusal before the body is read is answered at once (the connection then closes);
     // what the client still sends is read and dropped, so it sees the answer, not a reset.
-    let caller = match admit(&app, &parts).await {
-        Ok(caller) => caller,
+    let (caller, hold) = match admit(&app, &parts).await {
+        Ok(admitted) => admitted,
         Err(refusal) => return answer_unread(*refusal, &parts, body, &app.http),
     };
     let tenant = caller.tenant.clone();
@@ -82,7 +82,7 @@ pub async fn handle(app: Arc<App>, req: Request<impl RequestBody>, peer: SocketA
             Ok(Claim::Replay(answer)) => {
                 let reuse = Reuse::Replay { of: answer.invocation_id.clone(), key: answer.key.clone() };
                 let stored = Answer::from_stored(answer.status, answer.headers, answer.body.into());
-                return reuse_answer(app, caller, &parts, stored, reuse, peer).await;
+                return reuse_answer(app, caller, hold, &parts, stored, reuse, peer).await;
             }
             Ok(Claim::Mismatch(answer)) => {
                 let reply = json_error(&ApiError::new(
@@ -106,7 +106,7 @@ pub async fn handle(app: Arc<App>, req: Request<impl RequestBody>, peer: SocketA
     {
         drop(ticket);
         let reuse = Reuse::CacheHit { idempotency: key.zip(fingerprint), _guard: guard };
-        return reuse_answer(app, caller, &parts, hit, reuse, peer).await;
+        return reuse_answer(app, caller, hold, &parts, hit, reuse, peer).await;
     }
 
     let slot = match app.slots.acquire().await {
@@ -115,7 +115,7 @@ pub async fn handle(app: Arc<App>, req: Request<impl RequestBody>, peer: SocketA
     };
     let held = Held { _slot: slot, _ticket: ticket, _guard: guard };
     let keep = Keep { idempotency: key.zip(fingerprint), cache: cached };
-    let task = tokio::spawn(execute(app, invoker, caller, parts, body, keep, held, peer));
+    let task = tokio::spawn(execute(app, invoker, caller, hold, parts, body, keep, held, peer));
     task.await.unwrap_or_else(|e| {
         tracing::error!(error = %e, "the invocation task failed");
         json_error(&ApiError::new(ErrorCode::Internal, "the invocation task failed"))
@@ -167,7 +167,7 @@ fn route_of(parts: &Parts) -> String {
 
 /// What an invocation was, before its usage is added.
 struct Invoked<'a> {
-    id: &'a Uuid,
+    id: &'a str,
     caller: &'a Caller,
     ts_us: i64,
     route: String,
@@ -207,18 +207,21 @@ async fn execute(
     app: Arc<App>,
     invoker: Arc<Invoker>,
     caller: Caller,
+    hold: HoldGuard,
     parts: Parts,
     body: Bytes,
     keep: Keep,
     held: Held,
     peer: SocketAddr,
 ) -> Reply {
-    let id = Uuid::now_v7();
+    let id = hold.id().to_owned();
     let ts_us = now_us();
     let route = route_of(&parts);
+    let path = parts.uri.path().to_owned();
     let invocation = invoker.invoke(Request::from_parts(parts, Full::new(body))).await;
     let usage = invocation.usage;
     let tokens = app.pricing.tokens(&usage, Charge::Executed);
+    app.holds.observe(&caller.tenant, &path, tokens);
     let (outcome, failure) = match &invocation.outcome {
         Outcome::Answered(_) => (Recorded::Answered, None),
         Outcome::Failed(kind, message) => (recorded_failure(*kind), Some(message.clone())),
@@ -228,7 +231,7 @@ async fn execute(
     let invoked = Invoked { id: &id, caller: &caller, ts_us, route, status, outcome };
     let mut e = invoked.entry(&usage, tokens);
     let kept = keep_under_key(&mut e, keep.idempotency, &answer);
-    let balance = match record(&app, e, kept).await {
+    let balance = match record(&app, e, kept, hold).await {
         Ok(balance) => balance,
         Err(refused) => return refused,
     };
@@ -301,11 +304,15 @@ fn keep_under_key(e: &mut Entry, idempotency: Option<(String, String)>, answer: 
     })
 }
 
-/// Commit the ledger row (and a kept answer) with its charge: the tenant's balance after it,
-/// or the 503 answer when the ledger cannot be written (nothing is then charged).
-async fn record(app: &App, e: Entry, kept: Option<StoredAnswer>) -> Result<i64, Reply> {
-    match app.store.record(e, kept).await {
-        Ok((_, balance)) => Ok(balance),
+/// Commit the ledger row (and a kept answer) with its charge, capturing the call's hold: what
+/// the tenant has left after it (balance less open holds), or the 503 answer when the ledger
+/// cannot be written (nothing is then charged, and the hold is released).
+async fn record(app: &App, e: Entry, kept: Option<StoredAnswer>, hold: HoldGuard) -> Result<i64, Reply> {
+    match app.store.record(e, kept, Some(hold.id().to_owned())).await {
+        Ok((_, balance)) => {
+            hold.captured();
+            Ok(balance)
+        }
         Err(e) => Err(unavailable(&e)),
     }
 }
@@ -324,13 +331,14 @@ enum Reuse {
 async fn reuse_answer(
     app: Arc<App>,
     caller: Caller,
+    hold: HoldGuard,
     parts: &Parts,
     stored: Answer,
     reuse: Reuse,
     peer: SocketAddr,
 ) -> Reply {
     let started = Instant::now();
-    let id = Uuid::now_v7();
+    let id = hold.id().to_owned();
     let ts_us = now_us();
     let usage = Usage { wall: started.elapsed(), ..Usage::default() };
     let (outcome, charge) = match reuse {
@@ -351,7 +359,7 @@ async fn reuse_answer(
             kept = keep_under_key(&mut e, idempotency.clone(), &stored);
         }
     }
-    let balance = match record(&app, e, kept).await {
+    let balance = match record(&app, e, kept, hold).await {
         Ok(balance) => balance,
         Err(refused) => return refused,
     };
@@ -389,8 +397,8 @@ async fn reuse_answer(
     reply
 }
 
-fn metering_headers(reply: &mut Reply, id: &Uuid, usage: &Usage, tokens: u64, balance: i64) {
-    set_header(reply, headers::INVOCATION_ID, id.to_string());
+fn metering_headers(reply: &mut Reply, id: &str, usage: &Usage, tokens: u64, balance: i64) {
+    set_header(reply, headers::INVOCATION_ID, id);
     set_header(reply, headers::FUEL, usage.fuel.to_string());
     set_header(reply, headers::WALL_US, usage.wall.as_micros().to_string());
     set_header(reply, headers::NN_US, usage.inference.as_micros().to_string());

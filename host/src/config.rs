@@ -22,6 +22,9 @@ pub struct Config {
     /// Prices, in tokens.
     #[serde(default)]
     pub pricing: PriceSheet,
+    /// How prepaid balances are reserved while calls run.
+    #[serde(default)]
+    pub billing: Billing,
     /// Limits protecting the host (command-line flags override them).
     #[serde(default)]
     pub limits: Limits,
@@ -58,6 +61,15 @@ pub struct Inference {
     pub threads: usize,
     /// Single-threaded inferences per model that may run at once under load; 0: one per core.
     pub sessions: usize,
+}
+
+/// `[billing]`: how much of a balance a running call holds ([`crate::holds`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Billing {
+    /// Every call holds this many tokens while it runs; unset: the largest price of recent
+    /// calls on the same route (at least `per_call`).
+    pub hold_tokens: Option<u64>,
 }
 
 /// Host-wide limits.

@@ -15,6 +15,7 @@ use crate::app::{App, Routes};
 use crate::audit::AuditLog;
 use crate::cache::{ModelIds, ResultCache};
 use crate::engine::{EngineOptions, build_engine, build_linker, load_component_bytes};
+use crate::holds::HoldSizer;
 use crate::idempotency::Idempotency;
 use crate::invoke::{Invoker, InvokerOptions};
 use crate::limits::{SharedLimitCounters, Slots, TenantGate};
@@ -182,6 +183,16 @@ pub async fn build(plan: Plan, settings: &Settings) -> anyhow::Result<Arc<App>> 
         per_call = settings.pricing.per_call,
         "state and prices"
     );
+    let hold_lease = settings.hold_lease();
+    // One host serves an SQLite ledger, so at its start every open hold is one its previous
+    // run left (killed mid-call): all are released. Hosts sharing PostgreSQL release the holds
+    // whose lease has passed, at start and every few seconds while they run.
+    let stale_before = if db.url.is_none() { i64::MAX } else { yolo_edge_ledger::now_us() };
+    let released = store.release_expired_holds(stale_before).await.context("cannot release stale holds")?;
+    if released > 0 {
+        tracing::info!(released, "released the holds of calls a stopped host left open");
+    }
+    tokio::spawn(sweep_holds(store.clone()));
     // The Redis a fleet shares: the tenant limits, and the result cache unless it names its own.
     let fleet_redis = match &settings.redis_url {
         Some(url) => Some(Arc::new(RedisLink::open(url, "[redis] url / --redis-url").await?)),
@@ -257,6 +268,8 @@ pub async fn build(plan: Plan, settings: &Settings) -> anyhow::Result<Arc<App>> 
         // A repeat waits for another host's run of its key at most as long as a request can last.
         idempotency: Idempotency::new(longest_request),
         pricing: settings.pricing,
+        holds: HoldSizer::new(settings.pricing.per_call, settings.billing.hold_tokens),
+        hold_lease,
         slots: Slots::new(
             limits.max_instances as usize,
             limits.queue_size,
@@ -268,6 +281,24 @@ pub async fn build(plan: Plan, settings: &Settings) -> anyhow::Result<Arc<App>> 
         cache,
         model_ids,
     }))
+}
+
+/// How often a host releases the holds whose lease has passed.
+const HOLD_SWEEP: Duration = Duration::from_secs(5);
+
+/// Release expired holds every [`HOLD_SWEEP`] (those of hosts that died mid-call), for as long
+/// as the process runs.
+async fn sweep_holds(store: Arc<dyn yolo_edge_ledger::Store>) {
+    let mut tick = tokio::time::interval(HOLD_SWEEP);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        match store.release_expired_holds(yolo_edge_ledger::now_us()).await {
+            Ok(0) => {}
+            Ok(released) => tracing::info!(released, "released holds whose lease had passed"),
+            Err(e) => tracing::warn!(error = %format!("{e:#}"), "cannot release expired holds; retrying"),
+        }
+    }
 }
 
 /// Resolves on SIGINT, SIGTERM, or (when asked) end of standard input.

@@ -25,6 +25,7 @@ pub mod compose;
 pub mod config;
 pub mod engine;
 pub mod front;
+pub mod holds;
 pub mod idempotency;
 
 pub mod invoke;

@@ -14,7 +14,7 @@ use yolo_edge_ledger::DatabaseConfig;
 use yolo_edge_nn::registry::BackendOptions;
 
 use crate::cache::CacheConfig;
-use crate::config::{Config, Limits};
+use crate::config::{Billing, Config, Limits};
 use crate::front::HttpLimits;
 use crate::limits::{TenantLimits, lease_for};
 use crate::pricing::PriceSheet;
@@ -30,6 +30,8 @@ pub struct Settings {
     pub config_path: Option<PathBuf>,
     /// Prices, in tokens.
     pub pricing: PriceSheet,
+    /// How balances are held while calls run.
+    pub billing: Billing,
     /// Host-wide limits.
     pub limits: Limits,
     /// Per-tenant limits.
@@ -71,6 +73,7 @@ impl Settings {
             data_dir,
             config_path,
             pricing: config.pricing,
+            billing: config.billing,
             limits: config.limits,
             tenant_limits: config.tenant_limits,
             http: config.http,
@@ -106,6 +109,12 @@ impl Settings {
             nn.onnx.threads = n;
             nn.openvino.threads = n;
         }
+    }
+
+    /// How long a call's hold may stay open: twice a request's longest life and a minute,
+    /// so that only a hold whose host died is ever freed by its lease.
+    pub fn hold_lease(&self) -> Duration {
+        self.longest_request() * 2 + Duration::from_secs(60)
     }
 
     /// A request's longest life: its wait for a slot, its invocation, and time to record it.

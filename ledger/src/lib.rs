@@ -1,5 +1,5 @@
 //! `yolo-edge-ledger`: the billing domain. Tenants, API keys and prepaid balances
-//! ([`keys`]), the hash-chained invocation ledger and its verification ([`chain`]), answers
+//! ([`keys`]) with the [`holds`] of calls in flight, the hash-chained invocation ledger and its verification ([`chain`]), answers
 //! kept for idempotent replays, and usage ([`usage`]), behind one [`Store`] trait with two
 //! implementations side by side: [`sqlite`] (the embedded default, one host) and [`postgres`]
 //! (one database shared by several hosts). Both keep versioned schemas ([`migrations`]);
@@ -11,6 +11,7 @@
 
 pub mod chain;
 pub mod digest;
+pub mod holds;
 pub mod keys;
 pub mod migrations;
 pub mod postgres;
@@ -25,6 +26,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde::Deserialize;
 
 pub use self::chain::{Entry, GENESIS, LedgerRow, Outcome, StoredAnswer, VerifyReport};
+pub use self::holds::{HoldOutcome, HoldRequest};
 pub use self::keys::{AuthError, Caller, KeyInfo, NewKey, validate_tenant};
 use self::postgres::PgStore;
 use self::sqlite::Db;

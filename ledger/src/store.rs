@@ -17,6 +17,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 use crate::chain::{Entry, LedgerRow, StoredAnswer, VerifyReport};
+use crate::holds::{HoldOutcome, HoldRequest};
 use crate::keys::{AuthError, Caller, KeyInfo, NewKey};
 use crate::usage::{Period, UsageReport};
 
@@ -55,9 +56,26 @@ pub trait Store: Send + Sync {
     /// A tenant's balance, `None` for an unknown tenant.
     async fn balance(&self, tenant: &str) -> anyhow::Result<Option<i64>>;
 
-    /// Append `entry` to the chain, charge its tokens and keep `answer` (for idempotent
-    /// replays) in one transaction, durable on return: the row and the tenant's new balance.
-    async fn record(&self, entry: Entry, answer: Option<StoredAnswer>) -> anyhow::Result<(LedgerRow, i64)>;
+    /// Append `entry` to the chain, charge its tokens, release its `hold` (the call's hold,
+    /// by id: captured) and keep `answer` (for idempotent replays) in one transaction, durable
+    /// on return: the row and what the tenant has left (its balance less open holds).
+    async fn record(
+        &self,
+        entry: Entry,
+        answer: Option<StoredAnswer>,
+        hold: Option<String>,
+    ) -> anyhow::Result<(LedgerRow, i64)>;
+
+    /// Reserve part of a tenant's balance for a call about to run, in one atomic step with
+    /// the check that its balance less open holds covers it ([`crate::holds`]).
+    async fn hold_tokens(&self, hold: &HoldRequest) -> anyhow::Result<HoldOutcome>;
+
+    /// Release a hold without charging anything (its call wrote no row); nothing when it is
+    /// gone already.
+    async fn release_hold(&self, id: &str) -> anyhow::Result<()>;
+
+    /// Release the holds whose lease ended before `now_us`; how many.
+    async fn release_expired_holds(&self, now_us: i64) -> anyhow::Result<u64>;
 
     /// The answer kept for `(tenant, key)`, if it was stored at or after `since_us`.
     async fn stored_answer(&self, tenant: &str, key: &str, since_us: i64) -> anyhow::Result<Option<StoredAnswer>>;

@@ -16,7 +16,7 @@ use yolo_edge::app::App;
 use yolo_edge::config::Config;
 use yolo_edge::launch::{Plan, build};
 use yolo_edge::settings::Settings;
-use yolo_edge_tests::{component, fresh_data_dir, models, photo_bytes};
+use yolo_edge_tests::{PostgresServer, component, fresh_data_dir, models, photo_bytes};
 
 const PEER: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 40_000);
 
@@ -259,4 +259,69 @@ async fn what_the_function_found_reaches_the_audit_line_run_replayed_or_cached()
         assert_eq!(line["invocation_id"], answer.header("x-invocation-id"), "{what}: {line}");
     }
     let _ = std::fs::remove_dir_all(dir);
+}
+
+/// 32 calls at once from a tenant whose balance covers 3, spread over `apps` (hosts sharing
+/// one ledger): at most 3 + 1 are served, the rest are refused before they run, the balance
+/// goes below zero by less than one call's price, and the ledger verifies.
+async fn burst_on_a_balance_of_three_calls(apps: &[Arc<App>]) {
+    let image = photo_bytes("coffee.png");
+    let once = [("cache-control", "no-store")];
+    // Each host prices one call first, so its holds are sized from what a call costs here.
+    let probe = tenant(&apps[0], "probe", 1_000_000).await;
+    let mut price = 0;
+    for app in apps {
+        price = price.max(call(app, detect(Some(&probe), &image, &once)).await.tokens());
+    }
+    let auth = tenant(&apps[0], "burst", 3 * price).await;
+    let calls: Vec<_> = (0..32)
+        .map(|i| {
+            let app = apps[i % apps.len()].clone();
+            let req = detect(Some(&auth), &image, &once);
+            tokio::spawn(async move { call(&app, req).await })
+        })
+        .collect();
+    let mut served = 0;
+    for c in calls {
+        let a = c.await.unwrap();
+        match a.status {
+            200 => served += 1,
+            _ => assert_eq!(
+                (a.status, a.body["error"]["code"].as_str()),
+                (402, Some("insufficient_balance")),
+                "{:?}",
+                a.body
+            ),
+        }
+    }
+    let store = &apps[0].store;
+    let balance = store.balance("burst").await.unwrap().unwrap();
+    assert!((1..=4).contains(&served), "served {served} calls on a balance of 3 (price {price})");
+    assert!(balance >= -price, "balance {balance}, below minus one call's price ({price})");
+    let rows = rows(&apps[0], "burst").await;
+    assert_eq!(rows.len(), served, "every served call has its row; no refused call has one");
+    assert_eq!(rows.iter().map(|r| r.entry.tokens).sum::<i64>(), 3 * price - balance);
+    assert_eq!(store.verify().await.unwrap().problem, None, "held matches the open holds (none)");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_burst_cannot_spend_more_than_the_balance() {
+    let (app, dir) = app_with(Config::default()).await;
+    burst_on_a_balance_of_three_calls(&[app]).await;
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_burst_across_two_hosts_on_one_postgres_cannot_overdraw() {
+    let pg = PostgresServer::start().expect("start postgres");
+    let url = pg.create_database("burst").unwrap();
+    let config = || {
+        let mut c = Config::default();
+        c.database.url = Some(url.clone());
+        c
+    };
+    let (a, dir_a) = app_with(config()).await;
+    let (b, dir_b) = app_with(config()).await;
+    burst_on_a_balance_of_three_calls(&[a, b]).await;
+    let _ = (std::fs::remove_dir_all(dir_a), std::fs::remove_dir_all(dir_b));
 }

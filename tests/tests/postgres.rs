@@ -62,7 +62,9 @@ fn admin_commands_migrations_and_verify_work_on_postgres() {
     let key = create_key_env(&dir, &env, "acme", 500);
     assert!(key.starts_with("ye_"), "{key}");
     assert!(!dir.join("yolo-edge.sqlite3").exists(), "nothing is written to SQLite when a database URL is given");
-    assert_eq!(pg.psql("admin", "SELECT version, name FROM schema_migrations").unwrap().lines().count(), 1);
+    // Every step of the schema (1: the ledger, 2: holds), each recorded once.
+    let steps = yolo_edge_ledger::postgres::MIGRATIONS.len();
+    assert_eq!(pg.psql("admin", "SELECT version, name FROM schema_migrations").unwrap().lines().count(), steps);
     assert_eq!(pg.psql("admin", "SELECT balance FROM tenants WHERE name = 'acme'").unwrap(), "500");
 
     let (ok, out, err) = cli_env(&dir, &env, &["credit", "add", "--tenant", "acme", "--tokens", "250"]);
@@ -73,7 +75,7 @@ fn admin_commands_migrations_and_verify_work_on_postgres() {
     assert!(ok && report.contains("ledger ok: 0 rows"), "{report}");
     // Opening again applies nothing twice.
     create_key_env(&dir, &env, "acme", 0);
-    assert_eq!(pg.psql("admin", "SELECT count(*) FROM schema_migrations").unwrap(), "1");
+    assert_eq!(pg.psql("admin", "SELECT count(*) FROM schema_migrations").unwrap(), steps.to_string());
 
     // A database migrated by a newer yolo-edge is refused, with the reason.
     pg.psql("admin", "INSERT INTO schema_migrations (version, name) VALUES (999, 'from the future')").unwrap();

@@ -11,10 +11,11 @@ const MIGRATION_LOCK: i64 = 0x796f_6c6f_2d65_6467;
 
 /// The schema, one `(version, name, SQL)` per step, applied in order and never edited once
 /// released: a change is a new step.
-pub const MIGRATIONS: &[Migration] = &[(
-    1,
-    "tenants, keys, credits, ledger, idempotent answers",
-    "CREATE TABLE tenants (
+pub const MIGRATIONS: &[Migration] = &[
+    (
+        1,
+        "tenants, keys, credits, ledger, idempotent answers",
+        "CREATE TABLE tenants (
         name        TEXT PRIMARY KEY,
         balance     BIGINT NOT NULL,
         created_us  BIGINT NOT NULL
@@ -74,7 +75,21 @@ pub const MIGRATIONS: &[Migration] = &[(
         body            BYTEA NOT NULL,
         PRIMARY KEY (tenant, key)
     );",
-)];
+    ),
+    (
+        2,
+        "holds: the balance reserved by calls in flight",
+        "ALTER TABLE tenants ADD COLUMN held BIGINT NOT NULL DEFAULT 0;
+    CREATE TABLE holds (
+        id          TEXT PRIMARY KEY,
+        tenant      TEXT NOT NULL REFERENCES tenants (name),
+        tokens      BIGINT NOT NULL,
+        created_us  BIGINT NOT NULL,
+        expires_us  BIGINT NOT NULL
+    );
+    CREATE INDEX holds_by_expiry ON holds (expires_us);",
+    ),
+];
 
 /// Apply the migrations `client`'s database lacks; the versions applied now.
 pub(crate) async fn migrate(client: &mut Object) -> anyhow::Result<Vec<i32>> {

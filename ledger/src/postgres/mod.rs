@@ -19,6 +19,7 @@
 //! TLS to PostgreSQL is not built in: `sslmode=require` is refused with a clear error (use a
 //! private network, or a TLS-terminating proxy beside the host).
 
+mod holds;
 mod locks;
 mod migrations;
 mod rows;
@@ -38,6 +39,7 @@ pub use self::migrations::MIGRATIONS;
 use self::migrations::migrate;
 use self::rows::{read_row, stored_answer_of};
 use crate::chain::{Balance, COLUMNS, ChainWalk, Entry, LedgerRow, StoredAnswer, VerifyReport, hash_of};
+use crate::holds::{HoldOutcome, HoldRequest, held_problem};
 use crate::keys::{
     AuthError, Caller, KeyInfo, NewKey, StoredKey, bearer_key, check_key, generate_key, validate_tenant,
 };
@@ -123,7 +125,12 @@ impl Store for PgStore {
         Ok(client.query_opt(&stmt, &[&tenant]).await?.map(|r| r.get(0)))
     }
 
-    async fn record(&self, entry: Entry, answer: Option<StoredAnswer>) -> anyhow::Result<(LedgerRow, i64)> {
+    async fn record(
+        &self,
+        entry: Entry,
+        answer: Option<StoredAnswer>,
+        hold: Option<String>,
+    ) -> anyhow::Result<(LedgerRow, i64)> {
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
         let insert_sql = format!(
@@ -133,7 +140,12 @@ impl Store for PgStore {
             tx.prepare_cached("SELECT seq, hash FROM chain_head WHERE id = 1 FOR UPDATE"),
             tx.prepare_cached(&insert_sql),
             tx.prepare_cached("UPDATE chain_head SET seq = $1, hash = $2 WHERE id = 1"),
-            tx.prepare_cached("UPDATE tenants SET balance = balance - $2 WHERE name = $1 RETURNING balance"),
+            // The charge, and the capture of the call's hold (released in the same statement).
+            tx.prepare_cached(
+                "WITH gone AS (DELETE FROM holds WHERE id = $3 AND tenant = $1 RETURNING tokens)
+                 UPDATE tenants SET balance = balance - $2, held = held - COALESCE((SELECT SUM(tokens) FROM gone), 0)
+                 WHERE name = $1 RETURNING balance - held"
+            ),
             tx.prepare_cached(
                 "INSERT INTO idempotency (tenant, key, request_sha256, invocation_id, created_us, status, headers, body)
                  VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
@@ -182,7 +194,7 @@ impl Store for PgStore {
             &hash,
         ];
         let new_head: [&(dyn ToSql + Sync); 2] = [&seq, &hash];
-        let charged: [&(dyn ToSql + Sync); 2] = [&e.tenant, &e.tokens];
+        let charged: [&(dyn ToSql + Sync); 3] = [&e.tenant, &e.tokens, &hold];
         let (_, _, balance, _) = tokio::try_join!(
             tx.execute(&insert, &row),
             tx.execute(&advance, &new_head),
@@ -192,6 +204,18 @@ impl Store for PgStore {
         let balance: i64 = balance.with_context(|| format!("no tenant {:?}", e.tenant))?.get(0);
         tx.commit().await?;
         Ok((LedgerRow { seq, entry, prev_hash: last_hash, hash }, balance))
+    }
+
+    async fn hold_tokens(&self, hold: &HoldRequest) -> anyhow::Result<HoldOutcome> {
+        Self::hold_tokens(self, hold).await
+    }
+
+    async fn release_hold(&self, id: &str) -> anyhow::Result<()> {
+        Self::release_hold(self, id).await
+    }
+
+    async fn release_expired_holds(&self, now_us: i64) -> anyhow::Result<u64> {
+        Self::release_expired_holds(self, now_us).await
     }
 
     async fn stored_answer(&self, tenant: &str, key: &str, since_us: i64) -> anyhow::Result<Option<StoredAnswer>> {
@@ -301,8 +325,13 @@ impl Store for PgStore {
             .iter()
             .map(|r| Balance { tenant: r.get(0), balance: r.get(1), credits: r.get(2), spent: r.get(3) })
             .collect::<Vec<_>>();
+        let held = holds::held_checks(&tx).await?;
         tx.commit().await?;
-        Ok(walk.finish(Some(head), &balances))
+        let mut report = walk.finish(Some(head), &balances);
+        if report.problem.is_none() {
+            report.problem = held_problem(&held, now_us());
+        }
+        Ok(report)
     }
 
     async fn create_key(&self, tenant: &str, initial_credit: i64) -> anyhow::Result<NewKey> {

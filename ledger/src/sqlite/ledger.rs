@@ -4,7 +4,9 @@
 use rusqlite::{OptionalExtension as _, Row, params};
 
 use super::Db;
+use super::holds::release_in;
 use crate::chain::{Balance, COLUMNS, ChainWalk, Entry, GENESIS, LedgerRow, StoredAnswer, VerifyReport, hash_of};
+use crate::holds::held_problem;
 
 fn read_row(r: &Row<'_>) -> rusqlite::Result<LedgerRow> {
     Ok(LedgerRow {
@@ -37,7 +39,12 @@ impl Db {
     /// Append `entry` to the chain, charge its tokens to the tenant and, when given, store
     /// the answer for idempotent replays — all in one transaction, durable on return.
     /// Returns the row and the tenant's new balance.
-    pub fn record(&self, entry: &Entry, answer: Option<&StoredAnswer>) -> anyhow::Result<(LedgerRow, i64)> {
+    pub fn record(
+        &self,
+        entry: &Entry,
+        answer: Option<&StoredAnswer>,
+        hold: Option<&str>,
+    ) -> anyhow::Result<(LedgerRow, i64)> {
         let mut conn = self.lock();
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         let (last_seq, last_hash): (i64, String) = tx
@@ -60,8 +67,11 @@ impl Db {
              ON CONFLICT (id) DO UPDATE SET seq = excluded.seq, hash = excluded.hash",
             params![seq, hash],
         )?;
+        if let Some(id) = hold {
+            release_in(&tx, id)?;
+        }
         let balance: i64 = tx.query_row(
-            "UPDATE tenants SET balance = balance - ?2 WHERE name = ?1 RETURNING balance",
+            "UPDATE tenants SET balance = balance - ?2 WHERE name = ?1 RETURNING balance - held",
             params![e.tenant, e.tokens],
             |r| r.get(0),
         )?;
@@ -158,31 +168,38 @@ impl Db {
 
     /// Walk the chain and the balances; report the first problem.
     pub fn verify(&self) -> anyhow::Result<VerifyReport> {
-        let conn = self.lock();
-        let head: Option<(i64, String)> = conn
-            .query_row("SELECT seq, hash FROM chain_head WHERE id = 1", [], |r| Ok((r.get(0)?, r.get(1)?)))
-            .optional()?;
-        let mut walk = ChainWalk::default();
-        let mut stmt = conn.prepare(&format!("SELECT {COLUMNS} FROM invocations ORDER BY seq"))?;
-        let mut rows = stmt.query([])?;
-        while let Some(r) = rows.next()? {
-            if !walk.step(&read_row(r)?) {
-                break;
+        let (head, walk, balances) = {
+            let conn = self.lock();
+            let head: Option<(i64, String)> = conn
+                .query_row("SELECT seq, hash FROM chain_head WHERE id = 1", [], |r| Ok((r.get(0)?, r.get(1)?)))
+                .optional()?;
+            let mut walk = ChainWalk::default();
+            let mut stmt = conn.prepare(&format!("SELECT {COLUMNS} FROM invocations ORDER BY seq"))?;
+            let mut rows = stmt.query([])?;
+            while let Some(r) = rows.next()? {
+                if !walk.step(&read_row(r)?) {
+                    break;
+                }
             }
+            drop(rows);
+            let mut stmt = conn.prepare(
+                "SELECT t.name, t.balance,
+                        COALESCE((SELECT SUM(tokens) FROM credits c WHERE c.tenant = t.name), 0),
+                        COALESCE((SELECT SUM(tokens) FROM invocations i WHERE i.tenant = t.name), 0)
+                 FROM tenants t ORDER BY t.name",
+            )?;
+            let balances = stmt
+                .query_map([], |r| {
+                    Ok(Balance { tenant: r.get(0)?, balance: r.get(1)?, credits: r.get(2)?, spent: r.get(3)? })
+                })?
+                .collect::<Result<Vec<_>, _>>()?;
+            (head, walk, balances)
+        };
+        let mut report = walk.finish(head, &balances);
+        if report.problem.is_none() {
+            report.problem = held_problem(&self.held_checks()?, crate::now_us());
         }
-        drop(rows);
-        let mut stmt = conn.prepare(
-            "SELECT t.name, t.balance,
-                    COALESCE((SELECT SUM(tokens) FROM credits c WHERE c.tenant = t.name), 0),
-                    COALESCE((SELECT SUM(tokens) FROM invocations i WHERE i.tenant = t.name), 0)
-             FROM tenants t ORDER BY t.name",
-        )?;
-        let balances = stmt
-            .query_map([], |r| {
-                Ok(Balance { tenant: r.get(0)?, balance: r.get(1)?, credits: r.get(2)?, spent: r.get(3)? })
-            })?
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok(walk.finish(head, &balances))
+        Ok(report)
     }
 }
 
@@ -218,7 +235,7 @@ mod tests {
         let (db, dir) = temp_db(name);
         db.create_key("acme", 10_000).unwrap();
         for i in 1..=n {
-            let (row, balance) = db.record(&entry(i, 7), None).unwrap();
+            let (row, balance) = db.record(&entry(i, 7), None, None).unwrap();
             assert_eq!(row.seq, i);
             assert_eq!(balance, 10_000 - 7 * i);
         }
@@ -301,7 +318,7 @@ mod tests {
             headers: vec![("content-type".into(), "application/json".into())],
             body: b"{}".to_vec(),
         };
-        db.record(&entry(1, 3), Some(&answer)).unwrap();
+        db.record(&entry(1, 3), Some(&answer), None).unwrap();
         assert_eq!(db.stored_answer("acme", "k1", 0).unwrap(), Some(answer));
         assert_eq!(db.stored_answer("acme", "k1", 6).unwrap(), None, "expired");
         assert_eq!(db.stored_answer("other", "k1", 0).unwrap(), None);

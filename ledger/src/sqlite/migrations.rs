@@ -6,10 +6,11 @@ use rusqlite::{Connection, params};
 use crate::migrations::{Migration, pending};
 
 /// SQLite's schema, in order.
-pub const MIGRATIONS: &[Migration] = &[(
-    1,
-    "tenants, keys, credits, ledger, idempotent answers",
-    "
+pub const MIGRATIONS: &[Migration] = &[
+    (
+        1,
+        "tenants, keys, credits, ledger, idempotent answers",
+        "
 CREATE TABLE IF NOT EXISTS tenants (
     name        TEXT PRIMARY KEY,
     balance     INTEGER NOT NULL,
@@ -69,7 +70,23 @@ CREATE TABLE IF NOT EXISTS idempotency (
     PRIMARY KEY (tenant, key)
 );
 ",
-)];
+    ),
+    (
+        2,
+        "holds: the balance reserved by calls in flight",
+        "
+ALTER TABLE tenants ADD COLUMN held INTEGER NOT NULL DEFAULT 0;
+CREATE TABLE holds (
+    id          TEXT PRIMARY KEY,
+    tenant      TEXT NOT NULL REFERENCES tenants(name),
+    tokens      INTEGER NOT NULL,
+    created_us  INTEGER NOT NULL,
+    expires_us  INTEGER NOT NULL
+);
+CREATE INDEX holds_by_expiry ON holds (expires_us);
+",
+    ),
+];
 
 /// Apply the steps `conn`'s database lacks, all in one transaction that also keeps a second
 /// process from migrating at the same time; the versions applied now.

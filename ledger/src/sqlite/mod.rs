@@ -7,6 +7,7 @@
 //! ([`MIGRATIONS`]). Each concern's SQL is its own file: [`ledger`](self) rows and
 //! verification, keys and credits, usage.
 
+mod holds;
 mod keys;
 mod ledger;
 mod migrations;
@@ -23,6 +24,7 @@ use rusqlite::Connection;
 pub use self::migrations::MIGRATIONS;
 use self::migrations::migrate;
 use crate::chain::{Entry, LedgerRow, StoredAnswer, VerifyReport};
+use crate::holds::{HoldOutcome, HoldRequest};
 use crate::keys::{AuthError, Caller, KeyInfo, NewKey};
 use crate::now_us;
 use crate::store::{KeyHold, Store};
@@ -93,8 +95,27 @@ impl Store for Db {
         Self::balance(self, tenant)
     }
 
-    async fn record(&self, entry: Entry, answer: Option<StoredAnswer>) -> anyhow::Result<(LedgerRow, i64)> {
-        blocking(self, move |db| Self::record(db, &entry, answer.as_ref())).await
+    async fn record(
+        &self,
+        entry: Entry,
+        answer: Option<StoredAnswer>,
+        hold: Option<String>,
+    ) -> anyhow::Result<(LedgerRow, i64)> {
+        blocking(self, move |db| Self::record(db, &entry, answer.as_ref(), hold.as_deref())).await
+    }
+
+    async fn hold_tokens(&self, hold: &HoldRequest) -> anyhow::Result<HoldOutcome> {
+        let hold = hold.clone();
+        blocking(self, move |db| Self::hold_tokens(db, &hold)).await
+    }
+
+    async fn release_hold(&self, id: &str) -> anyhow::Result<()> {
+        let id = id.to_owned();
+        blocking(self, move |db| Self::release_hold(db, &id)).await
+    }
+
+    async fn release_expired_holds(&self, now_us: i64) -> anyhow::Result<u64> {
+        blocking(self, move |db| Self::release_expired_holds(db, now_us)).await
     }
 
     async fn stored_answer(&self, tenant: &str, key: &str, since_us: i64) -> anyhow::Result<Option<StoredAnswer>> {
