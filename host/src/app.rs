@@ -6,7 +6,7 @@ use std::sync::Arc;
 use yolo_edge_ledger::Store;
 
 use crate::audit::AuditLog;
-use crate::cache::{ModelIds, ResultCache};
+use crate::cache::{CacheScope, ModelIds, ResultCache};
 use crate::front::HttpLimits;
 use crate::holds::HoldSizer;
 use crate::idempotency::Idempotency;
@@ -43,6 +43,8 @@ pub struct App {
     pub audit: AuditLog,
     /// The result cache.
     pub cache: ResultCache,
+    /// Whose calls its entries answer.
+    pub cache_scope: CacheScope,
     /// The models' fingerprints, part of every cache key.
     pub model_ids: ModelIds,
 }

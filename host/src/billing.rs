@@ -24,7 +24,7 @@ use crate::admission::{admit, limit_refusal, refused, unavailable};
 use crate::answer::Answer;
 use crate::app::App;
 use crate::audit::RequestFacts;
-use crate::cache::{self, CacheKey};
+use crate::cache::{self, CacheKey, CacheScope};
 use crate::front::{RequestBody, answer_unread, read_body};
 use crate::holds::HoldGuard;
 use crate::idempotency::{self, Claim, ClaimGuard};
@@ -100,7 +100,7 @@ pub async fn handle(app: Arc<App>, req: Request<impl RequestBody>, peer: SocketA
     }
 
     // The result cache: a request answered before is answered again without an instance.
-    let cached = cache_plan(&app, &invoker, &parts, &body);
+    let cached = cache_plan(&app, &invoker, &tenant, &parts, &body);
     if let Some(plan) = cached.as_ref().filter(|p| p.lookup)
         && let Some(hit) = app.cache.get(&plan.key).await
     {
@@ -133,7 +133,7 @@ struct CachePlan {
 
 /// The cache key of a `POST .../detect` request, when the cache is on and the request and its
 /// model can be keyed.
-fn cache_plan(app: &App, invoker: &Invoker, parts: &Parts, body: &[u8]) -> Option<CachePlan> {
+fn cache_plan(app: &App, invoker: &Invoker, tenant: &str, parts: &Parts, body: &[u8]) -> Option<CachePlan> {
     if !app.cache.enabled() || parts.method != http::Method::POST || !parts.uri.path().ends_with("/detect") {
         return None;
     }
@@ -142,6 +142,10 @@ fn cache_plan(app: &App, invoker: &Invoker, parts: &Parts, body: &[u8]) -> Optio
     let content_type = parts.headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok());
     let query = parts.uri.query().unwrap_or("");
     let key = CacheKey::of(parts.uri.path(), content_type, query, body, invoker.default_model(), &identity)?;
+    let key = match app.cache_scope {
+        CacheScope::Tenant => key.scoped(tenant),
+        CacheScope::Shared => key,
+    };
     let (skip, no_store) = cache::directives(&parts.headers);
     Some(CachePlan { key, lookup: !skip, store: !no_store })
 }

@@ -3,9 +3,10 @@
 //!
 //! Keyed by a SHA-256 over the decoded request (the image bytes, however they were sent: raw
 //! or base64 JSON), the normalised options, the resolved model and what could change its
-//! answer (the component's and the model files' own hashes, the backend). The answer itself is
-//! content-addressed and shared; billing is not: every hit is the caller's own ledger row,
-//! with a new invocation id, and never names the invocation that filled the cache.
+//! answer (the component's and the model files' own hashes, the backend), and by default the
+//! tenant ([`CacheScope`]: an answer is given again only to the tenant whose call filled it,
+//! unless `[cache] scope = "shared"`). Billing is never shared: every hit is the caller's own
+//! ledger row, with a new invocation id, and never names the invocation that filled the cache.
 //!
 //! Two stores: an in-process LRU bounded in entries and age (the embedded default; the `lru`
 //! crate: small, maintained, no background threads), and Redis when `[cache] redis_url` or
@@ -43,12 +44,27 @@ pub struct CacheConfig {
     /// `redis://host:port/db`: share the cache between hosts through this Redis instead
     /// (default: the fleet's `[redis] url`, when set).
     pub redis_url: Option<String>,
+    /// Whose calls an entry answers: only its own tenant's (the default), or everyone's.
+    pub scope: CacheScope,
 }
 
 impl Default for CacheConfig {
     fn default() -> Self {
-        Self { enabled: true, max_entries: 10_000, ttl_seconds: 3600, redis_url: None }
+        Self { enabled: true, max_entries: 10_000, ttl_seconds: 3600, redis_url: None, scope: CacheScope::Tenant }
     }
+}
+
+/// `[cache] scope`: who an answer in the cache may be given to.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CacheScope {
+    /// Only the tenant whose call filled it: a hit tells a tenant nothing about what other
+    /// tenants sent (a multi-tenant service's promise).
+    #[default]
+    Tenant,
+    /// Every tenant: for a deployment with one owner, where another tenant's repeat of the same
+    /// image is worth answering at the cache's price.
+    Shared,
 }
 
 /// A request's cache key (hex SHA-256).
@@ -84,6 +100,12 @@ impl CacheKey {
         let mut h = Fingerprint::new();
         h.field("yolo-edge result cache v1").field(route).field(identity).field(options.to_string());
         Some(Self(h.rest(&request.image).hex()))
+    }
+
+    /// The key of the same request within `tenant`'s own part of the cache
+    /// ([`CacheScope::Tenant`]); shared keys stay as [`CacheKey::of`] makes them.
+    pub fn scoped(self, tenant: &str) -> Self {
+        Self(Fingerprint::new().field("yolo-edge result cache, one tenant's").field(tenant).field(self.0).hex())
     }
 
     /// The key as text.
@@ -280,6 +302,14 @@ mod tests {
     }
 
     const PNG: &[u8] = b"\x89PNG\r\n\x1a\nnot really";
+
+    #[test]
+    fn tenants_have_keys_of_their_own() {
+        let shared = key("", PNG).unwrap();
+        let (a, b) = (shared.clone().scoped("a"), shared.clone().scoped("b"));
+        assert!(a != b && a != shared && b != shared);
+        assert_eq!(shared.clone().scoped("a"), a, "the same tenant, the same key");
+    }
 
     #[test]
     fn keys_follow_the_decoded_request_not_its_spelling() {

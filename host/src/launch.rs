@@ -279,6 +279,7 @@ pub async fn build(plan: Plan, settings: &Settings) -> anyhow::Result<Arc<App>> 
         metrics,
         audit,
         cache,
+        cache_scope: settings.cache.scope,
         model_ids,
     }))
 }

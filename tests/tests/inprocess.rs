@@ -13,6 +13,7 @@ use http_body_util::{BodyExt as _, Full};
 use serde_json::Value;
 use ureq::http::{self, Request};
 use yolo_edge::app::App;
+use yolo_edge::cache::CacheScope;
 use yolo_edge::config::Config;
 use yolo_edge::launch::{Plan, build};
 use yolo_edge::settings::Settings;
@@ -322,6 +323,34 @@ async fn a_burst_across_two_hosts_on_one_postgres_cannot_overdraw() {
     };
     let (a, dir_a) = app_with(config()).await;
     let (b, dir_b) = app_with(config()).await;
-    burst_on_a_balance_of_three_calls(&[a, b]).await;
+    burst_on_a_balance_of_three_calls(&[a.clone(), b.clone()]).await;
+    // A key revoked through one host is refused by the other at its next call: every call
+    // reads its key from the shared ledger.
+    let auth = tenant(&a, "revoked", 1_000_000).await;
+    let image = photo_bytes("coffee.png");
+    assert_eq!(call(&b, detect(Some(&auth), &image, &[])).await.status, 200);
+    a.store.revoke_key(auth.split('_').nth(1).unwrap()).await.unwrap();
+    let refused = call(&b, detect(Some(&auth), &image, &[])).await;
+    assert_eq!((refused.status, refused.body["error"]["code"].as_str()), (403, Some("key_revoked")));
     let _ = (std::fs::remove_dir_all(dir_a), std::fs::remove_dir_all(dir_b));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cache_answers_another_tenant_only_when_it_is_shared() {
+    for (scope, theirs) in [(CacheScope::Tenant, "miss"), (CacheScope::Shared, "hit")] {
+        let mut config = Config::default();
+        config.cache.scope = scope;
+        let (app, dir) = app_with(config).await;
+        let (a, b) = (tenant(&app, "alpha", 1_000_000).await, tenant(&app, "bravo", 1_000_000).await);
+        let image = photo_bytes("coffee.png");
+        assert_eq!(call(&app, detect(Some(&a), &image, &[])).await.header("x-cache"), "miss");
+        let other = call(&app, detect(Some(&b), &image, &[])).await;
+        assert_eq!(other.header("x-cache"), theirs, "{scope:?}");
+        assert_eq!(
+            call(&app, detect(Some(&b), &image, &[])).await.header("x-cache"),
+            "hit",
+            "{scope:?}: its own repeat"
+        );
+        let _ = std::fs::remove_dir_all(dir);
+    }
 }

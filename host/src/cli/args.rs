@@ -8,6 +8,7 @@ use std::time::Duration;
 use clap::ValueEnum;
 use yolo_edge_nn::registry::BackendKind;
 
+use crate::cache::CacheScope;
 use crate::config::Config;
 use crate::front::HttpLimits;
 use crate::launch::Plan;
@@ -165,6 +166,10 @@ pub struct RuntimeArgs {
     /// default: `--redis-url`.
     #[arg(long)]
     pub cache_redis_url: Option<String>,
+    /// Whose calls a cached answer is given to: `tenant` (its own tenant's only, the default)
+    /// or `shared` (anyone's: a deployment with one owner) [cache.scope].
+    #[arg(long, value_parser = ["tenant", "shared"])]
+    pub cache_scope: Option<String>,
     /// The Redis a fleet of hosts shares: per-tenant rate limits and in-flight caps, and the
     /// result cache unless `--cache-redis-url` names another, e.g. `redis://10.0.0.5:6379/0`
     /// [redis.url].
@@ -243,6 +248,11 @@ impl RuntimeArgs {
         }
         if let Some(url) = &self.cache_redis_url {
             s.cache.redis_url = Some(url.clone());
+        }
+        match self.cache_scope.as_deref() {
+            Some("shared") => s.cache.scope = CacheScope::Shared,
+            Some(_) => s.cache.scope = CacheScope::Tenant,
+            None => {}
         }
         // `--redis-url ""` (or an empty `$YOLO_EDGE_REDIS_URL`) turns the file's Redis off.
         if let Some(url) = &self.redis_url {
