@@ -42,8 +42,10 @@ impl Answer {
         headers
     }
 
-    /// An answer stored with [`Answer::stored_headers`], as it was.
-    pub fn from_stored(status: u16, mut headers: Vec<(String, String)>, body: Bytes) -> Self {
+    /// An answer whose headers may carry the function's report of what it found (as the
+    /// function sends it, and as [`Answer::stored_headers`] keeps it): those headers are taken
+    /// out into its summary.
+    pub fn reported(status: u16, mut headers: Vec<(String, String)>, body: Bytes) -> Self {
         let mut take = |name: &str| {
             let at = headers.iter().position(|(n, _)| n.eq_ignore_ascii_case(name))?;
             Some(headers.remove(at).1)
@@ -87,7 +89,7 @@ mod tests {
         let old = r#"{"status":200,"headers":[],"body":"e30="}"#;
         let read: Answer = serde_json::from_str(old).unwrap();
         assert_eq!((read.body.as_ref(), read.summary), (b"{}".as_slice(), Summary::default()));
-        let stored = Answer::from_stored(a.status, a.stored_headers(), a.body.clone());
+        let stored = Answer::reported(a.status, a.stored_headers(), a.body.clone());
         assert_eq!(stored, a, "an idempotent answer keeps its summary in the ledger's headers");
     }
 }

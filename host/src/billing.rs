@@ -81,7 +81,7 @@ pub async fn handle(app: Arc<App>, req: Request<impl RequestBody>, peer: SocketA
             Ok(Claim::Execute(g)) => guard = Some(g),
             Ok(Claim::Replay(answer)) => {
                 let reuse = Reuse::Replay { of: answer.invocation_id.clone(), key: answer.key.clone() };
-                let stored = Answer::from_stored(answer.status, answer.headers, answer.body.into());
+                let stored = Answer::reported(answer.status, answer.headers, answer.body.into());
                 return reuse_answer(app, caller, hold, &parts, stored, reuse, peer).await;
             }
             Ok(Claim::Mismatch(answer)) => {

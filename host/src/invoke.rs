@@ -14,7 +14,7 @@ use wasmtime_wasi_http::WasiHttpView;
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
 use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
 
-use crate::answer::{Answer, Summary};
+use crate::answer::Answer;
 use crate::metering::Usage;
 use crate::state::{InvocationState, MemoryMeter};
 use yolo_core::report;
@@ -63,12 +63,7 @@ impl GuestResponse {
     /// hop-by-hop ones the host's own connection decides.
     fn into_answer(self) -> (Answer, u64) {
         let mut headers = self.parts.headers;
-        let mut private = |name: &str| headers.remove(name).and_then(|v| v.to_str().ok().map(str::to_owned));
-        let pixels = private(report::PIXELS_HEADER).and_then(|p| p.parse().ok()).unwrap_or(0);
-        let summary = Summary::from_headers(
-            private(report::DETECTIONS_HEADER).as_deref(),
-            private(report::CLASSES_HEADER).as_deref(),
-        );
+        let pixels = headers.remove(report::PIXELS_HEADER).and_then(|v| v.to_str().ok()?.parse().ok()).unwrap_or(0);
         let headers = headers
             .iter()
             .filter(|(name, _)| {
@@ -77,7 +72,7 @@ impl GuestResponse {
             })
             .filter_map(|(name, value)| Some((name.as_str().to_owned(), value.to_str().ok()?.to_owned())))
             .collect();
-        (Answer { status: self.parts.status.as_u16(), headers, body: self.body, summary }, pixels)
+        (Answer::reported(self.parts.status.as_u16(), headers, self.body), pixels)
     }
 }
 
